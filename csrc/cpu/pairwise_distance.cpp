@@ -1,0 +1,164 @@
+// CPU kernels of pairwise_distance.
+//
+// Work split: rows of x are processed in blocks sized to stay in cache. For each block the
+// inner products come from one BLAS GEMM written straight into the output rows (no temporary),
+// then a parallel epilogue over the block's rows turns them into distances while they are still
+// in cache. The backward computes the [block, M] weight tile w_ij from the incoming gradient and
+// the saved output, then two GEMMs: grad_x rows = x * rowsum(w) - w @ y, and
+// grad_y += y * colsum(w) - w^T @ x_rows. Extra memory: one [block, M] tile plus O((N + M) D).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "diva_ext/math/pairwise_distance.h"
+#include "diva_ext/pairwise_distance_checks.h"
+
+namespace diva_ext {
+namespace {
+
+using namespace diva_ext::math;
+
+// Rows per block: about 1 MiB of output per block, at least 16 rows.
+int64_t rows_per_block(int64_t m, int64_t elem_size) {
+  return std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(1, m * elem_size));
+}
+
+template <typename scalar_t>
+void forward_epilogue(const scalar_t* x, const scalar_t* y, const scalar_t* norm_x,
+                      const scalar_t* norm_y, scalar_t* out, int64_t row_begin, int64_t row_end,
+                      int64_t m, int64_t d, bool squared, scalar_t eps) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    scalar_t* row = out + i * m;
+    const scalar_t nx = norm_x[i];
+    // Three passes over a row that is in cache: the expanded value (branch-free, vectorised),
+    // the rare exact recompute of near points, and the clamp + square root.
+    bool any_exact = false;
+    for (int64_t j = 0; j < m; ++j) {
+      row[j] = pd_expanded(nx, norm_y[j], row[j]);
+      any_exact |= pd_needs_exact(row[j], nx, norm_y[j]);
+    }
+    if (any_exact) {
+      for (int64_t j = 0; j < m; ++j) {
+        if (pd_needs_exact(row[j], nx, norm_y[j])) {
+          row[j] = pd_direct<scalar_t>(x + i * d, y + j * d, d);
+        }
+      }
+    }
+    for (int64_t j = 0; j < m; ++j) row[j] = pd_finish(row[j], squared, eps);
+  }
+}
+
+at::Tensor pairwise_distance_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& y_opt,
+                                 bool squared, double eps) {
+  const at::Tensor y_in = y_opt.has_value() ? *y_opt : at::Tensor();
+  check_pairwise_distance_args(x_in, y_in, eps, /*allow_half=*/false);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor y = y_in.defined() ? y_in.contiguous() : x;
+  const int64_t n = x.size(0), m = y.size(0), d = x.size(1);
+  at::Tensor out = at::empty({n, m}, x.options());
+  if (n == 0 || m == 0) return out;
+  if (d == 0) return out.fill_(squared ? 0.0 : std::sqrt(eps));
+
+  const at::Tensor norm_x = x.square().sum(1);
+  const at::Tensor norm_y = y_in.defined() ? y.square().sum(1) : norm_x;
+  const at::Tensor y_t = y.t();
+  const int64_t block = rows_per_block(m, x.element_size());
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pairwise_distance_cpu", [&] {
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+      const int64_t r1 = std::min(n, r0 + block);
+      at::Tensor out_rows = out.narrow(0, r0, r1 - r0);
+      at::mm_out(out_rows, x.narrow(0, r0, r1 - r0), y_t);
+      at::parallel_for(r0, r1, 1, [&](int64_t begin, int64_t end) {
+        forward_epilogue<scalar_t>(x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                                   norm_x.const_data_ptr<scalar_t>(),
+                                   norm_y.const_data_ptr<scalar_t>(),
+                                   out.mutable_data_ptr<scalar_t>(), begin, end, m, d, squared,
+                                   static_cast<scalar_t>(eps));
+      });
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> pairwise_distance_backward_cpu(
+    const at::Tensor& grad_in, const at::Tensor& x_in, const std::optional<at::Tensor>& y_opt,
+    const at::Tensor& out_in, bool squared, double eps, bool needs_grad_x, bool needs_grad_y) {
+  const at::Tensor y_in = y_opt.has_value() ? *y_opt : at::Tensor();
+  check_pairwise_distance_backward_args(grad_in, x_in, y_in, out_in, eps, /*allow_half=*/false);
+  const bool self = !y_in.defined();
+  // With y = None, x receives both sides of the gradient.
+  const bool want_x = needs_grad_x;
+  const bool want_y = self ? needs_grad_x : needs_grad_y;
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor y = self ? x : y_in.contiguous();
+  const at::Tensor grad = grad_in.contiguous();
+  const at::Tensor out = out_in.contiguous();
+  const int64_t n = x.size(0), m = y.size(0), d = x.size(1);
+
+  at::Tensor grad_x = want_x ? at::zeros_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_y = want_y ? at::zeros_like(y) : at::empty({0}, x.options());
+  if (n == 0 || m == 0 || d == 0 || (!want_x && !want_y)) {
+    return {grad_x, self ? at::empty({0}, x.options()) : grad_y};
+  }
+
+  const int64_t block = rows_per_block(m, x.element_size());
+  at::Tensor weights = at::empty({std::min(block, n), m}, x.options());
+  at::Tensor col_sum = at::zeros({m}, x.options());
+  at::Tensor row_sum = at::empty({n}, x.options());
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pairwise_distance_backward_cpu", [&] {
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const scalar_t* o = out.const_data_ptr<scalar_t>();
+    scalar_t* rs = row_sum.mutable_data_ptr<scalar_t>();
+    const auto eps_s = static_cast<scalar_t>(eps);
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+      const int64_t rows = std::min(n, r0 + block) - r0;
+      at::Tensor w = weights.narrow(0, 0, rows);
+      scalar_t* wp = w.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t* gi = g + (r0 + i) * m;
+          const scalar_t* oi = o + (r0 + i) * m;
+          scalar_t* wi = wp + i * m;
+          scalar_t acc = 0;
+          for (int64_t j = 0; j < m; ++j) {
+            wi[j] = pd_grad_weight(gi[j], oi[j], squared, eps_s);
+            acc += wi[j];
+          }
+          rs[r0 + i] = acc;
+        }
+      });
+      const at::Tensor x_rows = x.narrow(0, r0, rows);
+      if (want_x) {
+        // grad_x rows = x * rowsum(w) - w @ y
+        at::Tensor gx_rows = grad_x.narrow(0, r0, rows);
+        at::mm_out(gx_rows, w, y);
+        gx_rows.neg_().addcmul_(x_rows, row_sum.narrow(0, r0, rows).unsqueeze(1));
+      }
+      if (want_y) {
+        // grad_y += y * colsum(w) - w^T @ x_rows (the y * colsum term is added once at the end)
+        grad_y.addmm_(w.t(), x_rows, /*beta=*/1, /*alpha=*/-1);
+        col_sum.add_(w.sum(0));
+      }
+    }
+  });
+  if (want_y) grad_y.addcmul_(y, col_sum.unsqueeze(1));
+  if (self) {
+    if (want_x) grad_x.add_(grad_y);
+    return {grad_x, at::empty({0}, x.options())};
+  }
+  return {grad_x, grad_y};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(diva_ext, CPU, m) {
+  m.impl("pairwise_distance", &pairwise_distance_cpu);
+  m.impl("_pairwise_distance_backward", &pairwise_distance_backward_cpu);
+}
+
+}  // namespace diva_ext

@@ -1,0 +1,23 @@
+// Operator schemas: the one place where diva_ext's operators are declared. Kernels are
+// registered per dispatch key in csrc/cpu/ and csrc/cuda/; fake kernels and autograd in Python.
+#include <torch/library.h>
+
+#ifdef DIVA_PYTHON_MODULE
+#include <Python.h>
+
+// `import diva_ext._C` loads this library, whose static initialisers register the operators.
+// The module itself is empty: the operators are reached through torch.ops.diva_ext.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+#endif
+
+TORCH_LIBRARY(diva_ext, m) {
+  m.def("pairwise_distance(Tensor x, Tensor? y, bool squared, float eps) -> Tensor");
+  // Returns (grad_x, grad_y); a gradient that was not asked for comes back as an empty tensor.
+  // With y = None both sides of the gradient belong to x and are summed into grad_x.
+  m.def(
+      "_pairwise_distance_backward(Tensor grad, Tensor x, Tensor? y, Tensor out, bool squared, "
+      "float eps, bool needs_grad_x, bool needs_grad_y) -> (Tensor, Tensor)");
+}

@@ -1,0 +1,75 @@
+"""Build environment shared by setup.py and CMake configuration: where CUDA is, which sources.
+
+The `nvcc` on PATH on our machines is a wrapper script, so torch's CUDA_HOME guess (the folder
+above `which nvcc`) is wrong; we look for the real toolkit first. The cuBLAS/cuSPARSE headers that
+torch's CUDA headers include ship in the nvidia-*-cu13 wheels, not in the toolkit.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+DEFAULT_ARCHS = "8.0;9.0"
+
+
+def _real_cuda_home():
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    candidates = [Path("/usr/local/cuda")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parent.parent)
+    for c in candidates:
+        if (c / "bin" / "nvcc").is_file() and (c / "include" / "cuda_runtime.h").is_file():
+            return str(c.resolve())
+    return None
+
+
+def configure():
+    """Set CUDA_HOME and the arch list; must run before torch.utils.cpp_extension is imported."""
+    if os.environ.get("DIVA_FORCE_CPU") == "1":
+        return
+    home = _real_cuda_home()
+    if home:
+        os.environ["CUDA_HOME"] = home
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+
+
+def cuda_enabled():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if os.environ.get("DIVA_FORCE_CPU") == "1":
+        return False
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def nvidia_wheel_dir():
+    """site-packages/nvidia/cu13 (or cuXX) of the installed torch, if present."""
+    import torch
+
+    base = Path(torch.__file__).resolve().parent.parent / "nvidia"
+    major = (torch.version.cuda or "").split(".")[0]
+    for d in [base / f"cu{major}", base]:
+        if (d / "include").is_dir():
+            return d
+    return None
+
+
+def cuda_extra_include_dirs():
+    d = nvidia_wheel_dir()
+    return [str(d / "include")] if d else []
+
+
+def sources(root):
+    """The one source list (csrc/sources.txt), split into C++ and CUDA files."""
+    root = Path(root)
+    files = [
+        root / line.strip()
+        for line in (root / "csrc" / "sources.txt").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    return {
+        "cpp": [f for f in files if f.suffix == ".cpp"],
+        "cu": [f for f in files if f.suffix == ".cu"],
+    }

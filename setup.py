@@ -1,0 +1,55 @@
+"""Builds diva_ext._C with torch.utils.cpp_extension (ninja).
+
+CUDA sources are compiled whenever nvcc and a CUDA build of torch are present; a GPU is not
+needed to compile. DIVA_FORCE_CPU=1 builds the CPU kernels only. TORCH_CUDA_ARCH_LIST overrides
+the default architectures (sm_80 and sm_90).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent.resolve()
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_env  # noqa: E402  (sets CUDA_HOME before torch.utils.cpp_extension reads it)
+
+build_env.configure()
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+sources = build_env.sources(ROOT)
+with_cuda = build_env.cuda_enabled()
+cxx_flags = ["-O3", "-fno-math-errno", "-DDIVA_PYTHON_MODULE"]
+nvcc_flags = ["-O3", "-DDIVA_PYTHON_MODULE", "--expt-relaxed-constexpr"]
+include_dirs = [str(ROOT / "csrc" / "include")]
+if with_cuda:
+    include_dirs += build_env.cuda_extra_include_dirs()
+    extension = CUDAExtension(
+        "diva_ext._C",
+        [str(s.relative_to(ROOT)) for s in sources["cpp"] + sources["cu"]],
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx_flags + ["-DDIVA_WITH_CUDA"], "nvcc": nvcc_flags},
+        py_limited_api=False,
+    )
+else:
+    extension = CppExtension(
+        "diva_ext._C",
+        [str(s.relative_to(ROOT)) for s in sources["cpp"]],
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx_flags},
+    )
+
+setup(
+    name="diva_ext",
+    version="0.1.0",
+    description="Fused C++/CUDA operators for deep metric learning, and a DiVA reproduction",
+    packages=find_packages(include=["diva_ext", "diva_ext.*"]),
+    ext_modules=[extension],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.10",
+    install_requires=["torch", "torchvision", "numpy", "tqdm", "matplotlib", "faiss-gpu"],
+    entry_points={"console_scripts": ["diva=diva_ext.cli:main"]},
+)
