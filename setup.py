@@ -42,12 +42,27 @@ else:
         extra_compile_args={"cxx": cxx_flags},
     )
 
+ext_modules = [extension]
+
+# Test-only: the CUDA kernels compiled for the CPU through the CUDA-execution-model emulation
+# (csrc/emulation/, DESIGN §6), registered as torch.ops.diva_ext_emulated.*.
+emulation_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "emulation").glob("*.cpp"))
+if emulation_sources and os.environ.get("DIVA_SKIP_EMULATION") != "1":
+    ext_modules.append(
+        CppExtension(
+            "diva_ext._cuda_emulated",
+            emulation_sources,
+            include_dirs=[str(ROOT / "csrc" / "include"), str(ROOT / "csrc")],
+            extra_compile_args={"cxx": build_env.EMULATION_CXX_FLAGS},
+        )
+    )
+
 setup(
     name="diva_ext",
     version="0.1.0",
     description="Fused C++/CUDA operators for deep metric learning, and a DiVA reproduction",
     packages=find_packages(include=["diva_ext", "diva_ext.*"]),
-    ext_modules=[extension],
+    ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch", "torchvision", "numpy", "tqdm", "matplotlib", "faiss-gpu"],

@@ -11,6 +11,9 @@ from pathlib import Path
 
 DEFAULT_ARCHS = "8.0;9.0"
 
+# Flags of the test-only CUDA emulation extension (csrc/emulation/).
+EMULATION_CXX_FLAGS = ["-O1", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE"]
+
 
 def _real_cuda_home():
     if os.environ.get("CUDA_HOME"):
