@@ -57,6 +57,12 @@ if emulation_sources and os.environ.get("DIVA_SKIP_EMULATION") != "1":
         )
     )
 
+# The editable install (scripts/setup.sh) only registers the package and the `diva` command;
+# the extensions are then built in place by `setup.py build_ext --inplace`, whose ninja build
+# folder makes rebuilds incremental.
+if os.environ.get("DIVA_METADATA_ONLY") == "1":
+    ext_modules = []
+
 setup(
     name="diva_ext",
     version="0.1.0",

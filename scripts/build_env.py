@@ -12,7 +12,7 @@ from pathlib import Path
 DEFAULT_ARCHS = "8.0;9.0"
 
 # Flags of the test-only CUDA emulation extension (csrc/emulation/).
-EMULATION_CXX_FLAGS = ["-O1", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE"]
+EMULATION_CXX_FLAGS = ["-O1", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE", "-fsanitize=bounds"]
 
 
 def _real_cuda_home():
@@ -76,3 +76,39 @@ def sources(root):
         "cpp": [f for f in files if f.suffix == ".cpp"],
         "cu": [f for f in files if f.suffix == ".cu"],
     }
+
+
+def cmake_env():
+    """Shell assignments for scripts/cmake_test.sh."""
+    import shlex
+
+    configure()
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    import ninja
+
+    values = {
+        "TORCH_CMAKE_PREFIX": torch.utils.cmake_prefix_path,
+        "NINJA": str(Path(ninja.BIN_DIR) / "ninja"),
+        "CUDA_HOME": CUDA_HOME if cuda_enabled() else "",
+        "NVIDIA_INCLUDE": "",
+        "NVIDIA_LIB": "",
+        "NVRTC_LIB": "",
+    }
+    wheel = nvidia_wheel_dir()
+    if wheel:
+        values["NVIDIA_INCLUDE"] = str(wheel / "include")
+        values["NVIDIA_LIB"] = str(wheel / "lib")
+        nvrtc = sorted((wheel / "lib").glob("libnvrtc.so*"))
+        values["NVRTC_LIB"] = str(nvrtc[0]) if nvrtc else ""
+    return "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--cmake-env"]:
+        print(cmake_env())
+    else:
+        sys.exit("usage: build_env.py --cmake-env")

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 
+#include "diva_ext/cpu/simd.h"
 #include "diva_ext/math/pairwise_distance.h"
 #include "diva_ext/pairwise_distance_checks.h"
 
@@ -26,6 +27,39 @@ int64_t rows_per_block(int64_t m, int64_t elem_size) {
   return std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(1, m * elem_size));
 }
 
+// One output row: inner products in, distances out. A single vectorisable pass; entries that
+// need the exact recompute (rare: near points) are found again from the finished value, which is
+// monotone in the expanded one, and redone in a second, scalar pass.
+template <typename scalar_t>
+DIVA_ALWAYS_INLINE bool finish_row_impl(scalar_t* __restrict__ row,
+                                        const scalar_t* __restrict__ norm_y, scalar_t nx,
+                                        int64_t m, bool squared, scalar_t eps) {
+  int any_exact = 0;
+  if (squared) {
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t s = pd_expanded(nx, norm_y[j], row[j]);
+      any_exact |= pd_needs_exact(s, nx, norm_y[j]);
+      row[j] = pd_finish(s, true, eps);
+    }
+  } else {
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t s = pd_expanded(nx, norm_y[j], row[j]);
+      any_exact |= pd_needs_exact(s, nx, norm_y[j]);
+      row[j] = pd_finish(s, false, eps);
+    }
+  }
+  return any_exact != 0;
+}
+
+DIVA_CPU_CLONES bool finish_row(float* row, const float* norm_y, float nx, int64_t m,
+                                bool squared, float eps) {
+  return finish_row_impl(row, norm_y, nx, m, squared, eps);
+}
+DIVA_CPU_CLONES bool finish_row(double* row, const double* norm_y, double nx, int64_t m,
+                                bool squared, double eps) {
+  return finish_row_impl(row, norm_y, nx, m, squared, eps);
+}
+
 template <typename scalar_t>
 void forward_epilogue(const scalar_t* x, const scalar_t* y, const scalar_t* norm_x,
                       const scalar_t* norm_y, scalar_t* out, int64_t row_begin, int64_t row_end,
@@ -33,22 +67,36 @@ void forward_epilogue(const scalar_t* x, const scalar_t* y, const scalar_t* norm
   for (int64_t i = row_begin; i < row_end; ++i) {
     scalar_t* row = out + i * m;
     const scalar_t nx = norm_x[i];
-    // Three passes over a row that is in cache: the expanded value (branch-free, vectorised),
-    // the rare exact recompute of near points, and the clamp + square root.
-    bool any_exact = false;
+    if (!finish_row(row, norm_y, nx, m, squared, eps)) continue;
     for (int64_t j = 0; j < m; ++j) {
-      row[j] = pd_expanded(nx, norm_y[j], row[j]);
-      any_exact |= pd_needs_exact(row[j], nx, norm_y[j]);
-    }
-    if (any_exact) {
-      for (int64_t j = 0; j < m; ++j) {
-        if (pd_needs_exact(row[j], nx, norm_y[j])) {
-          row[j] = pd_direct<scalar_t>(x + i * d, y + j * d, d);
-        }
+      const scalar_t s_back = squared ? row[j] : row[j] * row[j];
+      if (pd_needs_exact(s_back, nx, norm_y[j])) {
+        row[j] = pd_finish(pd_direct<scalar_t>(x + i * d, y + j * d, d), squared, eps);
       }
     }
-    for (int64_t j = 0; j < m; ++j) row[j] = pd_finish(row[j], squared, eps);
   }
+}
+
+// Backward weights of one row block: w_ij = pd_grad_weight(grad_ij, out_ij).
+template <typename scalar_t>
+DIVA_ALWAYS_INLINE void grad_weights_impl(const scalar_t* __restrict__ grad,
+                                          const scalar_t* __restrict__ out,
+                                          scalar_t* __restrict__ w, int64_t count, bool squared,
+                                          scalar_t eps) {
+  if (squared) {
+    for (int64_t j = 0; j < count; ++j) w[j] = pd_grad_weight(grad[j], out[j], true, eps);
+  } else {
+    for (int64_t j = 0; j < count; ++j) w[j] = pd_grad_weight(grad[j], out[j], false, eps);
+  }
+}
+
+DIVA_CPU_CLONES void grad_weights(const float* grad, const float* out, float* w, int64_t count,
+                                  bool squared, float eps) {
+  grad_weights_impl(grad, out, w, count, squared, eps);
+}
+DIVA_CPU_CLONES void grad_weights(const double* grad, const double* out, double* w,
+                                  int64_t count, bool squared, double eps) {
+  grad_weights_impl(grad, out, w, count, squared, eps);
 }
 
 at::Tensor pairwise_distance_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& y_opt,
@@ -108,36 +156,25 @@ std::tuple<at::Tensor, at::Tensor> pairwise_distance_backward_cpu(
   const int64_t block = rows_per_block(m, x.element_size());
   at::Tensor weights = at::empty({std::min(block, n), m}, x.options());
   at::Tensor col_sum = at::zeros({m}, x.options());
-  at::Tensor row_sum = at::empty({n}, x.options());
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pairwise_distance_backward_cpu", [&] {
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t* o = out.const_data_ptr<scalar_t>();
-    scalar_t* rs = row_sum.mutable_data_ptr<scalar_t>();
     const auto eps_s = static_cast<scalar_t>(eps);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
       const int64_t rows = std::min(n, r0 + block) - r0;
       at::Tensor w = weights.narrow(0, 0, rows);
       scalar_t* wp = w.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const scalar_t* gi = g + (r0 + i) * m;
-          const scalar_t* oi = o + (r0 + i) * m;
-          scalar_t* wi = wp + i * m;
-          scalar_t acc = 0;
-          for (int64_t j = 0; j < m; ++j) {
-            wi[j] = pd_grad_weight(gi[j], oi[j], squared, eps_s);
-            acc += wi[j];
-          }
-          rs[r0 + i] = acc;
-        }
+        grad_weights(g + (r0 + begin) * m, o + (r0 + begin) * m, wp + begin * m,
+                     (end - begin) * m, squared, eps_s);
       });
       const at::Tensor x_rows = x.narrow(0, r0, rows);
       if (want_x) {
         // grad_x rows = x * rowsum(w) - w @ y
         at::Tensor gx_rows = grad_x.narrow(0, r0, rows);
         at::mm_out(gx_rows, w, y);
-        gx_rows.neg_().addcmul_(x_rows, row_sum.narrow(0, r0, rows).unsqueeze(1));
+        gx_rows.neg_().addcmul_(x_rows, w.sum(1, /*keepdim=*/true));
       }
       if (want_y) {
         // grad_y += y * colsum(w) - w^T @ x_rows (the y * colsum term is added once at the end)

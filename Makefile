@@ -1,0 +1,14 @@
+# The two commands of the README; both set everything up first and are idempotent.
+.PHONY: run test setup emulated
+
+run: setup
+	.venv/bin/python bench/run_all.py
+
+test:
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+emulated: setup
+	.venv/bin/python -m pytest -q -m cuda_emulated

@@ -1,0 +1,141 @@
+"""Shared benchmark helpers: timing (torch.utils.benchmark), peak memory, machine facts, output.
+
+Timing: median of torch.utils.benchmark's blocked measurements (it synchronises CUDA).
+Peak memory: on CUDA the caching allocator's peak above what was allocated before the call; on
+the CPU the process's peak resident set above its level before the call (VmHWM after resetting
+it through /proc/self/clear_refs). run_all.py starts each benchmark with a fixed glibc mmap
+threshold so that large buffers are returned to the system when freed, which makes the CPU
+figure the peak of the call itself, not of earlier calls.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.utils.benchmark as benchmark
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_info(device):
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_fn(fn, min_run_time=1.0):
+    """Median seconds per call of fn() over torch.utils.benchmark's blocked measurements."""
+    fn()  # warm-up: compilation, allocator, caches
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return {"median_s": m.median, "iqr_s": m.iqr, "runs": len(m.times)}
+
+
+def _rss_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_bytes(fn, device):
+    """Peak memory fn() needs beyond what is held before the call, in bytes."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    base = _rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    fn()
+    return max(0, _rss_kib("VmHWM") - base) * 1024
+
+
+def measure(fn, device, min_run_time):
+    """Time and peak memory of fn, or the error it raised (e.g. out of memory)."""
+    try:
+        result = time_fn(fn, min_run_time)
+        result["peak_bytes"] = peak_memory_bytes(fn, device)
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+        return {"error": str(err).splitlines()[0][:200]}
+    return result
+
+
+def parser(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one quick measurement (CI)")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per case")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/...)")
+    return p
+
+
+def default_out(name, device):
+    if torch.device(device).type == "cuda":
+        tag = torch.cuda.get_device_name(device).replace(" ", "_")
+    else:
+        tag = f"cpu{torch.get_num_threads()}"
+    return RESULTS_DIR / f"{name}-{tag}.json"
+
+
+def print_table(rows, columns):
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+
+
+def write_results(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def fmt_ms(result):
+    return "error" if "error" in result else f"{1e3 * result['median_s']:.2f}"
+
+
+def fmt_mib(result):
+    return "" if "error" in result else f"{result['peak_bytes'] / 2**20:.1f}"
+
+
+def ratio(a, b):
+    if "error" in a or "error" in b:
+        return None
+    return round(b["median_s"] / a["median_s"], 3)
+
+
+def median(values):
+    return statistics.median(values)
