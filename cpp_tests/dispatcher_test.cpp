@@ -7,9 +7,9 @@
 #include <optional>
 
 int main() {
-  auto op = c10::Dispatcher::singleton()
-                .findSchemaOrThrow("diva_ext::pairwise_distance", "")
-                .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, bool, double)>();
+  const c10::OperatorHandle handle =
+      c10::Dispatcher::singleton().findSchemaOrThrow("diva_ext::pairwise_distance", "");
+  auto op = handle.typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, bool, double)>();
   at::manual_seed(0);
   int failures = 0;
   for (auto [n, m, d] : {std::tuple{1, 1, 1}, {7, 129, 33}, {300, 2, 128}}) {
@@ -31,8 +31,7 @@ int main() {
   } catch (const c10::Error& e) {
     std::cout << "mismatched D rejected: ok\n";
   }
-  const bool has_cuda = c10::Dispatcher::singleton().hasKernelForDispatchKey(
-      c10::OperatorName("diva_ext::pairwise_distance", ""), c10::DispatchKey::CUDA);
+  const bool has_cuda = handle.hasKernelForDispatchKey(c10::DispatchKey::CUDA);
   std::cout << "CUDA kernel registered: " << (has_cuda ? "yes" : "no") << "\n";
   return failures == 0 ? 0 : 1;
 }

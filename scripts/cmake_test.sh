@@ -14,6 +14,7 @@ if [ -n "${CUDA_HOME:-}" ]; then
 else
   args+=(-DDIVA_WITH_CUDA=OFF)
 fi
-cmake "${args[@]}" > cmake-build.log 2>&1 || { cat cmake-build.log; exit 1; }
-cmake --build cmake-build -j "$(nproc)" >> cmake-build.log 2>&1 || { tail -50 cmake-build.log; exit 1; }
-LD_LIBRARY_PATH="$NVIDIA_LIB:${LD_LIBRARY_PATH:-}" ctest --test-dir cmake-build --output-on-failure
+.venv/bin/cmake "${args[@]}" > cmake-build.log 2>&1 || { cat cmake-build.log; exit 1; }
+
+.venv/bin/cmake --build cmake-build -j "$(nproc)" >> cmake-build.log 2>&1 || { tail -50 cmake-build.log; exit 1; }
+LD_LIBRARY_PATH="$NVIDIA_LIB:${LD_LIBRARY_PATH:-}" .venv/bin/ctest --test-dir cmake-build --output-on-failure
