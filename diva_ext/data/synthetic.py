@@ -83,7 +83,7 @@ def _sample_scenes(classes: List[Tuple[int, ...]], images_per_class: int, size: 
         brightness=u(0.7, 1.25, n), light_slope=u(-0.2, 0.2, (n, 2)),
         noise=(rng.standard_normal((n, 3, size, size), dtype=np.float32) * _NOISE_SIGMA),
     )
-    return Scenes(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in values.items()}), labels
+    return Scenes(**values), labels
 
 
 def _slice(scenes: Scenes, start: int, stop: int) -> Scenes:
@@ -97,9 +97,9 @@ def generate(num_classes: int, images_per_class: int, image_size: int, split: st
     # Separate streams per split, so the train images do not depend on the test options or vice versa.
     rng = np.random.default_rng([seed, 1 if split == "train" else 2])
     scenes, labels = _sample_scenes(classes, images_per_class, image_size, rng)
-    images = torch.cat([render(_slice(scenes, i, i + _RENDER_CHUNK), image_size)
+    images = np.concatenate([render(_slice(scenes, i, i + _RENDER_CHUNK), image_size)
                         for i in range(0, labels.size, _RENDER_CHUNK)])
-    return images, torch.from_numpy(labels), classes
+    return torch.from_numpy(images), torch.from_numpy(labels), classes
 
 
 class SyntheticDataset(Dataset):
