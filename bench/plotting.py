@@ -26,7 +26,8 @@ def plot_cases(payload, path, x_key, group_keys):
         for row, label in ((0, "median time (ms)"), (1, "peak extra memory (MiB)")):
             ax = axes[row][col]
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            # Memory can be ~0 (nothing beyond the inputs): log scale only for time.
+            ax.set_yscale("log" if row == 0 else "linear")
             ax.set_xlabel(x_key)
             ax.set_ylabel(label)
             ax.grid(True, alpha=0.3)
