@@ -11,8 +11,12 @@ from pathlib import Path
 
 DEFAULT_ARCHS = "8.0;9.0"
 
-# Flags of the test-only CUDA emulation extension (csrc/emulation/).
-EMULATION_CXX_FLAGS = ["-O1", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE", "-fsanitize=bounds"]
+# Flags of the test-only CUDA emulation extension (csrc/emulation/): the kernels compiled for the
+# CPU (DIVA_CUDA_EMULATION selects csrc/include/diva_ext/emulation/ in device.h).
+# -fsanitize=bounds checks indexing of fixed-size arrays (static __shared__ tiles, local arrays);
+# the emulation's own handler turns a hit into a kernel error, so libubsan is not linked.
+# -O1 -g0: the kernels run on small sizes, and a quicker build matters more.
+EMULATION_CXX_FLAGS = ["-O1", "-g0", "-fsanitize=bounds", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE"]
 
 
 def _real_cuda_home():

@@ -1,0 +1,44 @@
+"""The CUDA kernels on the CPU: loader of the test-only CUDA emulation (csrc/emulation/).
+
+`load()` imports the `diva_ext._cuda_emulated` extension, where every kernel of csrc/cuda/ is
+compiled for the CPU through the emulation of the CUDA execution model, and returns its ops,
+`torch.ops.diva_ext_emulated`. Each op takes a trailing `schedule_seed`: it picks the
+interleaving of the emulated threads (block order, which thread runs at each barrier and
+yield point), so a seed reproduces a run and different seeds explore different schedules.
+Kernel errors (out-of-bounds access, divergent barrier, deadlock) raise RuntimeError.
+
+`seeds(k)` gives the schedule seeds a test should try: k seeds starting at
+$DIVA_EMULATION_SEED (default 0), so CI runs can explore other interleavings reproducibly.
+"""
+
+import importlib
+import os
+
+import torch
+
+BUILD_HINT = (
+    "The CUDA emulation extension (diva_ext/_cuda_emulated) is missing or failed to load. "
+    "Build it from the repository root with `python setup.py build_ext --inplace` "
+    "(it is built with the CPU extension, also under DIVA_FORCE_CPU=1)."
+)
+
+
+def load():
+    """Imports diva_ext (the CPU kernels) and the emulated CUDA kernels; returns their ops."""
+    import diva_ext  # noqa: F401  (the reference CPU kernels, torch.ops.diva_ext)
+
+    try:
+        importlib.import_module("diva_ext._cuda_emulated")
+    except ImportError as err:
+        raise ImportError(f"{BUILD_HINT}\nCause: {err}") from err
+    return torch.ops.diva_ext_emulated
+
+
+def base_seed():
+    """The first schedule seed of the run ($DIVA_EMULATION_SEED, default 0)."""
+    return int(os.environ.get("DIVA_EMULATION_SEED", "0"))
+
+
+def seeds(k):
+    """k schedule seeds for one test, reproducible from $DIVA_EMULATION_SEED."""
+    return [base_seed() + i for i in range(k)]
