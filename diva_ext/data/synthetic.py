@@ -9,7 +9,7 @@ Each class is one combination of four visual factors:
 
 giving 8 x 6 x 4 x 3 = 576 possible classes. A seeded permutation of them gives the train classes
 (its first ``num_classes``) and the test classes (its last ``num_classes``), so the splits are
-disjoint (zero-shot: test combinations are unseen, while every factor value is shared) whatever
+disjoint (zero-shot: test combinations are unseen, their factor values are not) whatever
 ``num_classes`` each split is asked for, up to 288.
 
 Every image varies in nuisance factors that carry no class information: position, scale and
@@ -19,8 +19,10 @@ shape and colour (possibly occluded by the object), global brightness (0.7-1.25x
 illumination gradient, and pixel noise (sigma 3% of full scale).
 
 Default size: 100 classes x 40 images of 32 x 32 RGB per split (4000 images each), rendered in
-about a second; with those defaults a small CNN trained on 2 CPU cores for a few minutes reaches
-a clearly non-trivial but imperfect zero-shot Recall@1 (see the project README for figures).
+a few seconds. Measured difficulty on the default test split: chance Recall@1 is 0.01, raw-pixel
+nearest neighbours reach 0.06, and a 3-block CNN (32/64/128 channels, 128-d) trained with a
+margin loss and distance-weighted mining on 2 (busy) CPU cores reached 0.18 after 2 minutes and
+0.28 after 5, still rising: clearly non-trivial, far from perfect.
 Same seed and options -> identical images, in train and test alike.
 """
 

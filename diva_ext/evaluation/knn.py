@@ -14,8 +14,9 @@ from diva_ext.evaluation._progress import tqdm_disable
 
 # faiss's GPU k-selection handles at most this many neighbours per query.
 _GPU_MAX_K = 2048
-# Entries of the [chunk, k] neighbour matrix per chunk (int64: 128 MiB) when the caller sets none.
-_CHUNK_ENTRIES = 1 << 24
+# Entries of the [chunk, k] neighbour matrix per chunk when the caller sets none: with faiss's
+# distances and the metric temporaries, about 100 bytes each at peak (~400 MiB).
+_CHUNK_ENTRIES = 1 << 22
 
 
 def gpu_available() -> bool:
@@ -56,7 +57,7 @@ def iter_neighbours(
         x: [N, D] float32 C-contiguous database, also the queries.
         k: neighbours per query, 1 <= k <= N - 1.
         use_gpu: search on faiss's GPU index (falls back to CPU when k exceeds faiss's GPU limit).
-        chunk_size: queries per faiss call; default keeps [chunk, k] at about 16M entries.
+        chunk_size: queries per faiss call; default keeps [chunk, k] at about 4M entries.
         progress: tqdm bar; ``None`` shows it only on a terminal and when there are several chunks.
 
     Yields:
