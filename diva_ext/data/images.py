@@ -2,8 +2,8 @@
 
 import os
 import warnings
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Hashable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -127,7 +127,8 @@ def build(
         if bad and not skip_corrupt:
             raise UnreadableImageError(f"{name}: {len(bad)} unreadable images under {root}: {_listing(described)}")
         if bad:
-            warnings.warn(f"{name}: skipping {len(bad)} unreadable images: {_listing(described)}", stacklevel=3)
+            # stacklevel 4: build <- the loader <- load() <- the caller.
+            warnings.warn(f"{name}: skipping {len(bad)} unreadable images: {_listing(described)}", stacklevel=4)
             bad_paths = {path for path, _ in bad}
             samples = [s for s in samples if s[0] not in bad_paths]
             if not samples:
