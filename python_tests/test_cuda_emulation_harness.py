@@ -209,6 +209,17 @@ def test_planted_fault_raises(fault, x256):
         assert f"schedule seed {seed}" in message  # the message says how to reproduce it
 
 
+def test_spin_lock_progresses_under_every_schedule(x256):
+    for seed in SEEDS[:4]:
+        (out,) = run("spin_lock_sum", x256, seed=seed)
+        torch.testing.assert_close(out, x256.sum().view(1), rtol=1e-5, atol=1e-4)
+
+
+def test_planted_inter_block_spin_fails_instead_of_hanging():
+    with pytest.raises(RuntimeError, match="spin-wait that never ends"):
+        run("inter_block_spin_fault", torch.zeros(1))
+
+
 def test_launch_errors_are_python_exceptions():
     with pytest.raises(RuntimeError, match="unknown case"):
         run("no_such_kernel", torch.zeros(1))

@@ -172,6 +172,19 @@ const std::map<std::string, Case>& cases() {
     m["warp_sum_fault_offset"] = warp_sum_case<1>();
     m["warp_sum_fault_mask"] = warp_sum_case<2>();
     m["warp_sum_fault_butterfly"] = warp_sum_case<3>();
+    m["spin_lock_sum"] = [](const Tensors& t) {
+      at::Tensor out = at::zeros({1}, t[0].options());
+      at::Tensor lock = at::zeros({1}, t[0].options().dtype(at::kInt));
+      const int n = static_cast<int>(t[0].numel());
+      DIVA_LAUNCH(k::spin_lock_sum_kernel, blocks_of(n, 64), 64, 0, stream())
+      (in<float>(t[0], "x"), inout<float>(out, "out"), inout<int>(lock, "lock"), n);
+      return Tensors{out};
+    };
+    m["inter_block_spin_fault"] = [](const Tensors& t) {
+      at::Tensor flags = at::zeros({2}, t[0].options().dtype(at::kInt));
+      DIVA_LAUNCH(k::inter_block_spin_kernel, 2, 32, 0, stream())(inout<int>(flags, "flags"));
+      return Tensors{flags};
+    };
     m["divergent_barrier_fault"] = [](const Tensors& t) {
       at::Tensor out = at::zeros({32}, t[0].options());
       DIVA_LAUNCH(k::divergent_barrier_kernel, 1, 64, 0, stream())(in<float>(t[0], "x"), inout<float>(out, "out"));

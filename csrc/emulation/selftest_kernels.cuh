@@ -228,6 +228,29 @@ __global__ void sum_kernel(gmem<const float> x, gmem<float> out, int n) {
   }
 }
 
+// Sums x into out[0] with a plain read-modify-write under a spin lock (lock[0], initially 0).
+// Correct on Volta+ (independent thread scheduling); here it needs the forced yields of
+// spinning threads to let the lock holder run.
+__global__ void spin_lock_sum_kernel(gmem<const float> x, gmem<float> out, gmem<int> lock, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  while (atomicCAS(&lock[0], 0, 1) != 0) {
+  }
+  __threadfence();
+  out[0] = out[0] + x[i];
+  __threadfence();
+  atomicExch(&lock[0], 0);
+}
+
+// Fault: each of two blocks spins until the other has set its flag, assuming both blocks run
+// at the same time (nothing guarantees it without a cooperative launch).
+__global__ void inter_block_spin_kernel(gmem<int> flags) {
+  if (threadIdx.x != 0) return;
+  atomicExch(&flags[blockIdx.x], 1);
+  while (atomicAdd(&flags[1 - blockIdx.x], 0) == 0) {
+  }
+}
+
 // Divergent barrier: only the first warp reaches __syncthreads, the others return.
 __global__ void divergent_barrier_kernel(gmem<const float> x, gmem<float> out) {
   const int t = threadIdx.x;

@@ -66,6 +66,12 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr std::size_t kStackBytes = std::size_t{256} << 10;  // per emulated thread
 constexpr std::size_t kDefaultSmemLimit = 48 << 10;           // dynamic smem without opt-in
 constexpr std::size_t kMaxSmemOptIn = 227 << 10;              // sm_90
+// A thread yields at the latest after this many yield points in a row, so a spin-wait on
+// another thread of the block progresses under every schedule...
+constexpr int kForcedYieldInterval = 1024;
+// ...and fails the launch after this many in total (a spin on another block, which never runs
+// concurrently here, would otherwise never end).
+constexpr std::uint64_t kMaxYieldPointsPerThread = std::uint64_t{1} << 24;
 
 // splitmix64: small, fast, and good enough to pick fibers.
 struct Rng {
@@ -125,6 +131,8 @@ struct Thread {
   int width = kWarpSize;
   std::uint64_t result = 0;
   void* frags[4] = {};  // wmma fragments of this lane
+  int steps_since_switch = 0;
+  std::uint64_t steps = 0;  // yield points passed
 };
 
 struct Launch {
@@ -206,11 +214,25 @@ inline void switch_to_scheduler() {
   memory_clobber();
 }
 
-inline void yield() { switch_to_scheduler(); }
+// A voluntary switch. With no other fiber ready the scheduler would resume this one: skip it.
+inline void yield() {
+  if (!tls_block->ready.empty()) switch_to_scheduler();
+}
 
-// A yield point: a global-memory access, an atomic. Yields with the launch's probability.
+[[noreturn]] inline void fail(const std::string& message);
+
+// A yield point: a global-memory access, an atomic, a fence. Yields with the launch's
+// probability, and always after kForcedYieldInterval yield points without a switch.
 inline void maybe_yield() {
-  if (in_kernel() && tls_block->rng.next() < tls_block->yield_threshold) yield();
+  if (!in_kernel()) return;
+  BlockRun& b = *tls_block;
+  Thread& t = *b.running;
+  if (++t.steps > kMaxYieldPointsPerThread) {
+    fail("more than " + std::to_string(kMaxYieldPointsPerThread) + " memory accesses by one thread: "
+         "a spin-wait that never ends? (the emulation runs blocks one after another, so a block "
+         "cannot wait for another)");
+  }
+  if (++t.steps_since_switch >= kForcedYieldInterval || b.rng.next() < b.yield_threshold) yield();
 }
 
 inline std::string thread_name(const BlockRun& b, const Thread& t) {
@@ -498,6 +520,7 @@ inline void run_block(BlockRun& b, StackPool& stacks) {
     b.ready[k] = b.ready.back();
     b.ready.pop_back();
     b.running = &b.threads[next];
+    b.running->steps_since_switch = 0;
     swapcontext(&b.scheduler, &b.running->context);
     Thread* t = b.running;
     b.running = nullptr;
