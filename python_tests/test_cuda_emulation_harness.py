@@ -152,26 +152,29 @@ def test_schedule_seed_changes_interleaving_not_correct_results(x256):
 
 # ---- Planted faults ------------------------------------------------------------------------
 
-# name: (inputs from x256, expected result) for the faults that show as a wrong result.
+# name: (expected result from x256, how many of the 8 seeds must expose the fault).
 WRONG_RESULT_FAULTS = {
-    "reverse": (lambda x: x, lambda x: x.view(-1, 64).flip(1).reshape(-1)),  # missing barrier (RAW)
-    "tile_sum": (lambda x: x, lambda x: x.sum().expand(64)),  # missing barrier (WAR)
-    "sum": (lambda x: x, lambda x: x.sum().view(1)),  # plain read-modify-write, not atomicAdd
+    # Missing barrier between writing and reading a tile (read-after-write race): a thread reads
+    # the tile right after its own write, with no yield point in between, so every schedule
+    # shows it (observed: 200 of 200 seeds).
+    "reverse": (lambda x: x.view(-1, 64).flip(1).reshape(-1), 8),
+    # Missing barrier at the end of a tile loop (write-after-read race): 200 of 200 seeds.
+    "tile_sum": (lambda x: x.sum().expand(64), 8),
+    # A plain read-modify-write instead of atomicAdd: a lost update needs a yield between the
+    # read and the write, which one schedule in four never makes (observed: 146 of 200 seeds).
+    "sum": (lambda x: x.sum().view(1), 1),
 }
 
 
 @pytest.mark.parametrize("name", sorted(WRONG_RESULT_FAULTS))
 def test_planted_race_gives_wrong_results(name, x256):
-    make_input, expected = WRONG_RESULT_FAULTS[name]
-    x = make_input(x256)
+    expected, min_caught = WRONG_RESULT_FAULTS[name]
     want = expected(x256)
     for seed in SEEDS:
-        (good,) = run(name, x, seed=seed)
+        (good,) = run(name, x256, seed=seed)
         torch.testing.assert_close(good, want, rtol=1e-5, atol=1e-4)
-    wrong = [seed for seed in SEEDS if not torch.allclose(run(name + "_fault", x, seed=seed)[0], want, atol=1e-4)]
-    # A race shows under most schedules (a lost update needs a yield between the read and the
-    # write, which one schedule in four never makes).
-    assert len(wrong) >= len(SEEDS) // 2, f"{name}_fault matched the correct result under seeds {set(SEEDS) - set(wrong)}"
+    wrong = [seed for seed in SEEDS if not torch.allclose(run(name + "_fault", x256, seed=seed)[0], want, atol=1e-4)]
+    assert len(wrong) >= min_caught, f"{name}_fault gave the correct result under seeds {sorted(set(SEEDS) - set(wrong))}"
 
 
 @pytest.mark.parametrize("fault", ["warp_sum_fault_offset", "warp_sum_fault_butterfly"])
