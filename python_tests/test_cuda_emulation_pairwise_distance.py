@@ -138,3 +138,33 @@ def test_empty_and_zero_dim_inputs():
         got = E.pairwise_distance(x, torch.randn(3, 0), squared, 1e-12, next_seed())
         torch.testing.assert_close(got, C.pairwise_distance(x, torch.randn(3, 0), squared, 1e-12))
     assert E.pairwise_distance(torch.randn(0, 4), torch.randn(3, 4), False, 1e-12, 0).shape == (0, 3)
+
+
+KERNELS = "csrc/cuda/pairwise_distance_kernels.cuh"
+
+
+@pytest.mark.parametrize("line", emulation.barrier_lines(KERNELS))
+def test_removing_any_barrier_is_caught(line):
+    """Mutation test: without any one of the kernels' __syncthreads(), results change (the
+    correct kernels are bitwise schedule-independent) or the launch fails."""
+    x, y = inputs(70, 67, 40, torch.float32, seed=line, near=False)
+    grad = torch.randn(70, 67, generator=torch.Generator().manual_seed(line))
+
+    def run(seed):
+        out = E.pairwise_distance(x, y, False, 1e-12, seed)
+        return [out, *E._pairwise_distance_backward(grad, x, y, out, False, 1e-12, True, True, seed)]
+
+    want = run(BASE)
+    with emulation.without_barrier(KERNELS, line):
+        for seed in emulation.seeds(3):
+            try:
+                got = run(seed)
+            except RuntimeError:
+                return
+            if not all(torch.equal(a, b) for a, b in zip(got, want)):
+                return
+    pytest.fail(f"removing the __syncthreads() at {KERNELS}:{line} went unnoticed")
+
+
+def test_the_kernels_have_barriers_to_mutate():
+    assert len(emulation.barrier_lines(KERNELS)) >= 2

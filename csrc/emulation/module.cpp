@@ -14,7 +14,17 @@ extern "C" PyObject* PyInit__cuda_emulated(void) {
 }
 #endif
 
+#include "diva_ext/device.h"
+
+namespace {
+// Mutation testing (diva_ext.testing.emulation.without_barrier): skip the __syncthreads() at
+// `line` of the file whose path ends in `file` in every later launch; line 0 restores it.
+void set_barrier_mutation(const std::string& file, int64_t line) {
+  diva_ext::emu::barrier_mutation() = {file, static_cast<unsigned>(line)};
+}
+}  // namespace
+
 TORCH_LIBRARY(diva_ext_emulated, m) {
-  // Schemas live next to their implementations (TORCH_LIBRARY_FRAGMENT in each file).
-  (void)m;
+  // The ops' schemas live next to their implementations (TORCH_LIBRARY_FRAGMENT in each file).
+  m.def("set_barrier_mutation(str file, int line) -> ()", &set_barrier_mutation);
 }

@@ -9,10 +9,17 @@ Kernel errors (out-of-bounds access, divergent barrier, deadlock) raise RuntimeE
 
 `seeds(k)` gives the schedule seeds a test should try: k seeds starting at
 $DIVA_EMULATION_SEED (default 0), so CI runs can explore other interleavings reproducibly.
+
+Mutation testing: `barrier_lines(header)` lists the lines of a kernel header that call
+__syncthreads(), and `with without_barrier(header, line):` runs the kernels with that barrier
+removed, so a test can show that removing any barrier is caught.
 """
 
+import contextlib
 import importlib
 import os
+import re
+from pathlib import Path
 
 import torch
 
@@ -42,3 +49,23 @@ def base_seed():
 def seeds(k):
     """k schedule seeds for one test, reproducible from $DIVA_EMULATION_SEED."""
     return [base_seed() + i for i in range(k)]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def barrier_lines(header):
+    """Lines (1-based) of `header` (a path from the repository root) calling __syncthreads()."""
+    text = (REPO / header).read_text().splitlines()
+    return [i + 1 for i, line in enumerate(text) if re.search(r"\b__syncthreads\(\)", line.split("//")[0])]
+
+
+@contextlib.contextmanager
+def without_barrier(header, line):
+    """Runs the emulated kernels with the __syncthreads() at `header`:`line` skipped."""
+    ops = load()
+    ops.set_barrier_mutation(header, line)
+    try:
+        yield
+    finally:
+        ops.set_barrier_mutation("", 0)
