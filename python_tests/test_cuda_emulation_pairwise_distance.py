@@ -116,9 +116,9 @@ def test_results_do_not_depend_on_the_schedule():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_forward_and_backward(dtype):
     """float16/bfloat16 (CUDA-only dtypes) against the float32 CPU kernel on the same values."""
-    # No zero distance: float16 rounds the clamped out = sqrt(eps) up, so the backward's clamp
-    # test (out^2 > eps) misses it (see EMULATION_NOTES.md).
-    x, y = inputs(33, 65, 24, torch.float32, seed=9, near=False, zero=False)
+    # With a zero distance: float16 stores the clamped out = sqrt(eps) rounded up, and the
+    # backward must still see the clamp (pd_clamped_output).
+    x, y = inputs(33, 65, 24, torch.float32, seed=9, near=False, zero=True)
     x, y = x.to(dtype), y.to(dtype)
     got = E.pairwise_distance(x, y, False, 1e-12, next_seed())
     want = C.pairwise_distance(x.float(), y.float(), False, 1e-12)

@@ -78,25 +78,26 @@ void forward_epilogue(const scalar_t* x, const scalar_t* y, const scalar_t* norm
 }
 
 // Backward weights of one row block: w_ij = pd_grad_weight(grad_ij, out_ij).
+// `clamped` is pd_clamped_output<scalar_t>(eps).
 template <typename scalar_t>
 DIVA_ALWAYS_INLINE void grad_weights_impl(const scalar_t* __restrict__ grad,
                                           const scalar_t* __restrict__ out,
                                           scalar_t* __restrict__ w, int64_t count, bool squared,
-                                          scalar_t eps) {
+                                          scalar_t clamped) {
   if (squared) {
-    for (int64_t j = 0; j < count; ++j) w[j] = pd_grad_weight(grad[j], out[j], true, eps);
+    for (int64_t j = 0; j < count; ++j) w[j] = pd_grad_weight(grad[j], out[j], true, clamped);
   } else {
-    for (int64_t j = 0; j < count; ++j) w[j] = pd_grad_weight(grad[j], out[j], false, eps);
+    for (int64_t j = 0; j < count; ++j) w[j] = pd_grad_weight(grad[j], out[j], false, clamped);
   }
 }
 
 DIVA_CPU_CLONES void grad_weights(const float* grad, const float* out, float* w, int64_t count,
-                                  bool squared, float eps) {
-  grad_weights_impl(grad, out, w, count, squared, eps);
+                                  bool squared, float clamped) {
+  grad_weights_impl(grad, out, w, count, squared, clamped);
 }
 DIVA_CPU_CLONES void grad_weights(const double* grad, const double* out, double* w,
-                                  int64_t count, bool squared, double eps) {
-  grad_weights_impl(grad, out, w, count, squared, eps);
+                                  int64_t count, bool squared, double clamped) {
+  grad_weights_impl(grad, out, w, count, squared, clamped);
 }
 
 at::Tensor pairwise_distance_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& y_opt,
@@ -160,14 +161,14 @@ std::tuple<at::Tensor, at::Tensor> pairwise_distance_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pairwise_distance_backward_cpu", [&] {
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t* o = out.const_data_ptr<scalar_t>();
-    const auto eps_s = static_cast<scalar_t>(eps);
+    const auto clamped = pd_clamped_output<scalar_t>(static_cast<scalar_t>(eps));
     for (int64_t r0 = 0; r0 < n; r0 += block) {
       const int64_t rows = std::min(n, r0 + block) - r0;
       at::Tensor w = weights.narrow(0, 0, rows);
       scalar_t* wp = w.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
         grad_weights(g + (r0 + begin) * m, o + (r0 + begin) * m, wp + begin * m,
-                     (end - begin) * m, squared, eps_s);
+                     (end - begin) * m, squared, clamped);
       });
       const at::Tensor x_rows = x.narrow(0, r0, rows);
       if (want_x) {

@@ -65,28 +65,13 @@ std::tuple<at::Tensor, at::Tensor> pairwise_distance_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "pairwise_distance_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    const scalar_t* o = out.const_data_ptr<scalar_t>();
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* yp = y.const_data_ptr<scalar_t>();
-    if (needs_grad_x) {
-      cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(
-          g, o, xp, yp, grad_x.mutable_data_ptr<scalar_t>(), n, m, d, squared, eps,
-          /*transposed=*/false, /*accumulate=*/false, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (self) {  // x also stands in the y role: add the column side of the gradient.
-        cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(
-            g, o, xp, xp, grad_x.mutable_data_ptr<scalar_t>(), n, n, d, squared, eps,
-            /*transposed=*/true, /*accumulate=*/true, stream);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
-    }
-    if (want_y) {
-      cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(
-          g, o, yp, xp, grad_y.mutable_data_ptr<scalar_t>(), m, n, d, squared, eps,
-          /*transposed=*/true, /*accumulate=*/false, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(
+        grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(),
+        x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+        grad_x.mutable_data_ptr<scalar_t>(), grad_y.mutable_data_ptr<scalar_t>(), n, m, d, squared,
+        eps, self, needs_grad_x, want_y, stream);
+    // One check covers the launches: they are asynchronous and a failed launch stays reported.
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_x, grad_y};
 }

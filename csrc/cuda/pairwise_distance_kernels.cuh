@@ -123,6 +123,7 @@ __global__ void __launch_bounds__(kPdThreads)
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
   Acc row_sum_part = Acc(0);
+  const Acc clamped = math::pd_clamped_output<T>(eps);
 
   for (long long k0 = 0; k0 < rows_b; k0 += kPdStep) {
     for (int e = 0; e < 4; ++e) {
@@ -131,7 +132,7 @@ __global__ void __launch_bounds__(kPdThreads)
       if (p < rows_a && k < rows_b) {
         const long long idx = kTransposed ? k * ld + p : p * ld + k;
         w = math::pd_grad_weight(static_cast<Acc>(grad[idx]), static_cast<Acc>(out[idx]), squared,
-                                 eps);
+                                 clamped);
       }
       ws[w_k + e][w_p] = w;
       row_sum_part += w;
@@ -192,10 +193,11 @@ void launch_pairwise_distance_forward(gmem<const T> x, gmem<const T> y, gmem<T> 
 // if !transposed (grad, out: [rows_a, rows_b]) or out = dist(b, a) if transposed
 // (grad, out: [rows_b, rows_a]). Requires rows_a, rows_b, d >= 1.
 template <typename T, typename Acc>
-void launch_pairwise_distance_backward(gmem<const T> grad, gmem<const T> out, gmem<const T> a,
-                                       gmem<const T> b, gmem<T> grad_a, long long rows_a,
-                                       long long rows_b, long long d, bool squared, double eps,
-                                       bool transposed, bool accumulate, cudaStream_t stream) {
+void launch_pairwise_distance_backward_side(gmem<const T> grad, gmem<const T> out, gmem<const T> a,
+                                            gmem<const T> b, gmem<T> grad_a, long long rows_a,
+                                            long long rows_b, long long d, bool squared,
+                                            double eps, bool transposed, bool accumulate,
+                                            cudaStream_t stream) {
   const dim3 grid(pd_blocks(d), pd_blocks(rows_a));
   if (transposed) {
     DIVA_LAUNCH((pairwise_distance_backward_kernel<T, Acc, true>), grid, dim3(kPdThreads), 0,
@@ -205,6 +207,32 @@ void launch_pairwise_distance_backward(gmem<const T> grad, gmem<const T> out, gm
     DIVA_LAUNCH((pairwise_distance_backward_kernel<T, Acc, false>), grid, dim3(kPdThreads), 0,
                 stream)(grad, out, a, b, grad_a, rows_a, rows_b, d, squared, static_cast<Acc>(eps),
                         accumulate);
+  }
+}
+
+// The whole backward of out = pairwise_distance(x, y): grad_x [n, d] when want_x and
+// grad_y [m, d] when want_y. With self (y = None; y must then be x and m = n) x stands on both
+// sides and grad_x receives both, in two launches (the second accumulates). Requires n, m, d >= 1.
+template <typename T, typename Acc>
+void launch_pairwise_distance_backward(gmem<const T> grad, gmem<const T> out, gmem<const T> x,
+                                       gmem<const T> y, gmem<T> grad_x, gmem<T> grad_y,
+                                       long long n, long long m, long long d, bool squared,
+                                       double eps, bool self, bool want_x, bool want_y,
+                                       cudaStream_t stream) {
+  if (want_x) {
+    launch_pairwise_distance_backward_side<T, Acc>(grad, out, x, y, grad_x, n, m, d, squared, eps,
+                                                   /*transposed=*/false, /*accumulate=*/false,
+                                                   stream);
+    if (self) {
+      launch_pairwise_distance_backward_side<T, Acc>(grad, out, x, x, grad_x, n, n, d, squared,
+                                                     eps, /*transposed=*/true,
+                                                     /*accumulate=*/true, stream);
+    }
+  }
+  if (want_y && !self) {
+    launch_pairwise_distance_backward_side<T, Acc>(grad, out, y, x, grad_y, m, n, d, squared, eps,
+                                                   /*transposed=*/true, /*accumulate=*/false,
+                                                   stream);
   }
 }
 

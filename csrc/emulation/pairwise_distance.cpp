@@ -1,7 +1,7 @@
 // pairwise_distance's CUDA kernels (csrc/cuda/pairwise_distance_kernels.cuh) run through the
 // CUDA emulation, as torch.ops.diva_ext_emulated.pairwise_distance / _pairwise_distance_backward.
-// The host logic mirrors csrc/cuda/pairwise_distance.cu (validation, allocation, the launches);
-// keep the two in step. Tested against the CPU kernels by
+// The launch sequence is the kernels' own (launch_pairwise_distance_*); this file only mirrors the
+// torch glue of csrc/cuda/pairwise_distance.cu (validation, allocation). Tested against the CPU kernels by
 // python_tests/test_cuda_emulation_pairwise_distance.py.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full_like.h>
@@ -58,24 +58,11 @@ std::tuple<at::Tensor, at::Tensor> pairwise_distance_backward(
   ScheduleScope schedule(static_cast<std::uint64_t>(schedule_seed));
   DIVA_EMULATED_DISPATCH(x.scalar_type(), "pairwise_distance_backward_emulated", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto g = buffer<const scalar_t>(grad, "grad");
-    const auto o = buffer<const scalar_t>(out, "out");
-    const auto xp = buffer<const scalar_t>(x, "x");
-    const auto yp = buffer<const scalar_t>(y, "y");
-    if (needs_grad_x) {
-      const auto gx = buffer<scalar_t>(grad_x, "grad_x");
-      cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(g, o, xp, yp, gx, n, m, d, squared, eps,
-                                                               /*transposed=*/false, /*accumulate=*/false, stream());
-      if (self) {
-        cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(g, o, xp, xp, gx, n, n, d, squared, eps,
-                                                                 /*transposed=*/true, /*accumulate=*/true, stream());
-      }
-    }
-    if (want_y) {
-      cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(g, o, yp, xp, buffer<scalar_t>(grad_y, "grad_y"), m, n,
-                                                               d, squared, eps, /*transposed=*/true,
-                                                               /*accumulate=*/false, stream());
-    }
+    cuda::launch_pairwise_distance_backward<scalar_t, acc_t>(
+        buffer<const scalar_t>(grad, "grad"), buffer<const scalar_t>(out, "out"),
+        buffer<const scalar_t>(x, "x"), buffer<const scalar_t>(y, "y"),
+        buffer<scalar_t>(grad_x, "grad_x"), buffer<scalar_t>(grad_y, "grad_y"), n, m, d, squared,
+        eps, self, needs_grad_x, want_y, stream());
   });
   return {grad_x, grad_y};
 }

@@ -9,7 +9,7 @@
 // expanded form at about 1e-4 relative; below it the direct form is exact to rounding.
 //
 // NB: gradient convention: where a clamp is active (s <= 0 when squared, s <= eps otherwise)
-// the gradient is zero. The backward reads the clamp from the saved output.
+// the gradient is zero. The backward reads the clamp from the saved output (pd_clamped_output).
 #pragma once
 
 #include <cmath>
@@ -51,12 +51,22 @@ DIVA_HD Acc pd_finish(Acc s, bool squared, Acc eps) {
   return pd_sqrt(s > eps ? s : eps);
 }
 
+// The output value where the square-root clamp is active, as stored in T. The backward detects
+// the clamp by comparing the saved output with it, in storage precision: comparing out^2 with
+// eps instead misses it when storage rounds sqrt(eps) up (float16: sqrt(1e-12) is subnormal and
+// becomes 1.0133e-6), and then w = grad / out ~ 1e6 cancels catastrophically.
+template <typename T, typename Acc>
+DIVA_HD Acc pd_clamped_output(Acc eps) {
+  return static_cast<Acc>(static_cast<T>(pd_finish(Acc(0), false, eps)));
+}
+
 // d out_ij / d s_ij times the incoming gradient, with 2 folded in so that
 // grad x_i = sum_j w_ij (x_i - y_j) and grad y_j = sum_i w_ij (y_j - x_i).
+// NB: zero where a clamp is active: out == 0 (squared) or out <= clamped_out (see above).
 template <typename Acc>
-DIVA_HD Acc pd_grad_weight(Acc grad, Acc out, bool squared, Acc eps) {
+DIVA_HD Acc pd_grad_weight(Acc grad, Acc out, bool squared, Acc clamped_out) {
   if (squared) return out > Acc(0) ? Acc(2) * grad : Acc(0);
-  return out * out > eps && out > Acc(0) ? grad / out : Acc(0);
+  return out > clamped_out ? grad / out : Acc(0);
 }
 
 }  // namespace diva_ext::math
