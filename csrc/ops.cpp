@@ -20,4 +20,10 @@ TORCH_LIBRARY(diva_ext, m) {
   m.def(
       "_pairwise_distance_backward(Tensor grad, Tensor x, Tensor? y, Tensor out, bool squared, "
       "float eps, bool needs_grad_x, bool needs_grad_y) -> (Tensor, Tensor)");
+  m.def(
+      "distance_weighted_negatives(Tensor x, Tensor labels, Tensor anchors, float lower_cutoff, "
+      "float upper_cutoff, int dim, int seed, int offset) -> Tensor");
+  // Test hook of the Philox4x32-10 header shared by the CPU and CUDA kernels: counters [N, 4]
+  // and key [2] hold uint32 words in int64; returns the [N, 4] output words.
+  m.def("_philox4x32_10(Tensor counters, Tensor key) -> Tensor");
 }

@@ -4,6 +4,7 @@ The test oracle, the benchmark baseline and the trainer's ``--ops reference``. T
 same contract as diva_ext.ops (../shared/DESIGN.md §2) with ordinary PyTorch autograd.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -16,3 +17,88 @@ def pairwise_distance(
     y = x if y is None else y
     s = (x.square().sum(1, keepdim=True) + y.square().sum(1) - 2.0 * x @ y.t()).clamp_min(0)
     return s if squared else s.clamp_min(eps).sqrt()
+
+
+def distance_weighted_negatives(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: torch.Tensor,
+    *,
+    lower_cutoff: float = 0.5,
+    upper_cutoff: float = float("inf"),
+    dim: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """diva_ext.ops.distance_weighted_negatives in plain PyTorch: same distribution, other draws.
+
+    Materialises the [T, B] log-weights; ``generator`` (on x's device) drives the noise.
+    """
+    return distance_weighted_sample(
+        x.index_select(0, anchors),
+        labels.index_select(0, anchors),
+        x,
+        labels,
+        lower_cutoff=lower_cutoff,
+        upper_cutoff=upper_cutoff,
+        dim=dim,
+        generator=generator,
+    )
+
+
+def distance_weighted_sample(
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    ref: torch.Tensor,
+    ref_labels: torch.Tensor,
+    *,
+    lower_cutoff: float = 0.5,
+    upper_cutoff: float = float("inf"),
+    dim: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """One distance-weighted negative among the rows of ``ref`` for each row of ``query``.
+
+    Args:
+        query: [T, D] and ref: [R, D], L2-normalised rows; query_labels: [T], ref_labels: [R].
+        lower_cutoff, upper_cutoff, dim: as in diva_ext.ops.distance_weighted_negatives.
+        generator: drives the noise (on the tensors' device; the default generator when None).
+
+    Returns:
+        int64 [T]: indices into ``ref`` drawn with probability w / sum w among the candidates
+        (different label, closer than ``upper_cutoff``); uniform among the different-label rows
+        when no candidate is within the cutoff; -1 when there is no different-label row.
+    """
+    n = dim or query.shape[1]
+    c = query @ ref.t()  # [T, R] cosines
+    candidate = query_labels[:, None] != ref_labels[None, :]
+    if math.isfinite(upper_cutoff):
+        candidate &= c > 1.0 - 0.5 * upper_cutoff * upper_cutoff  # dist < upper_cutoff
+    s = c.mul_(-2.0).add_(2.0).clamp_min_(lower_cutoff * lower_cutoff)  # clamped squared distance
+    log_q = (s * -0.25).add_(1.0).clamp_min_(1e-8).log_()
+    log_w = s.log_().mul_((2.0 - n) / 2.0).add_(log_q, alpha=-(n - 3.0) / 2.0)
+    del log_q
+    # Gumbel-max as an exponential race: argmax_j log w_j - log E_j, E_j ~ Exp(1). Per-row
+    # arithmetic in log space: rows whose log-weights span hundreds of nats are fine.
+    log_e = torch.empty_like(log_w).exponential_(generator=generator).log_()
+    score = log_w.sub_(log_e).masked_fill_(~candidate, float("-inf"))
+    best, pick = score.max(1)
+    fallback = _uniform_different_label(query_labels, ref_labels, generator)
+    return torch.where(best > float("-inf"), pick, fallback)
+
+
+def _uniform_different_label(query_labels, ref_labels, generator):
+    """Per query, a uniform index among the ref rows with another label (-1 when none).
+
+    In label-sorted order a label's rows are one run [lo, hi), so the others are the positions
+    outside it: O((T + R) log R), no [T, R] matrix.
+    """
+    order = torch.argsort(ref_labels, stable=True)
+    sorted_labels = ref_labels[order]
+    lo = torch.searchsorted(sorted_labels, query_labels, right=False)
+    hi = torch.searchsorted(sorted_labels, query_labels, right=True)
+    n_other = ref_labels.shape[0] - (hi - lo)
+    u = torch.rand(query_labels.shape, generator=generator, dtype=torch.float64, device=query_labels.device)
+    k = torch.minimum((u * n_other).long(), n_other - 1).clamp_min(0)
+    pos = torch.where(k < lo, k, k + (hi - lo)).clamp_max(max(ref_labels.shape[0] - 1, 0))
+    pick = order[pos] if ref_labels.shape[0] > 0 else torch.zeros_like(pos)
+    return torch.where(n_other > 0, pick, torch.full_like(pick, -1))
