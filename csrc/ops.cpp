@@ -21,6 +21,23 @@ TORCH_LIBRARY(diva_ext, m) {
       "_pairwise_distance_backward(Tensor grad, Tensor x, Tensor? y, Tensor out, bool squared, "
       "float eps, bool needs_grad_x, bool needs_grad_y) -> (Tensor, Tensor)");
   m.def(
+      "info_nce(Tensor q, Tensor k, Tensor queue, float temperature, str weighting, "
+      "float lower_cutoff, float upper_cutoff) -> (Tensor, Tensor)");
+  // info_nce plus what its backward needs: (loss, lse, stats, o). stats: [B, 4] = (lse, loss,
+  // max log-weight, log normaliser) in float32 (float64 for float64 inputs); o: [B, D] of that
+  // dtype, O_i = sum_j c_ij p_ij queue_j, when save_o (else empty). diva_ext.ops.info_nce calls
+  // this one when gradients are needed.
+  m.def(
+      "_info_nce_forward(Tensor q, Tensor k, Tensor queue, float temperature, str weighting, "
+      "float lower_cutoff, float upper_cutoff, bool save_o) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Returns (grad_q, grad_k, grad_queue), empty tensors where not asked for. stats = None:
+  // recomputed (a forward pass); o = None: q's gradient recomputes the tiles.
+  m.def(
+      "_info_nce_backward(Tensor grad_loss, Tensor grad_lse, Tensor q, Tensor k, Tensor queue, "
+      "Tensor? stats, Tensor? o, float temperature, str weighting, float lower_cutoff, "
+      "float upper_cutoff, bool needs_grad_q, bool needs_grad_k, bool needs_grad_queue) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
       "distance_weighted_negatives(Tensor x, Tensor labels, Tensor anchors, float lower_cutoff, "
       "float upper_cutoff, int dim, int seed, int offset) -> Tensor");
   // Test hook of the Philox4x32-10 header shared by the CPU and CUDA kernels: counters [N, 4]

@@ -75,3 +75,47 @@ def distance_weighted_negatives(
     return torch.ops.diva_ext.distance_weighted_negatives(
         x, labels, anchors, float(lower_cutoff), float(upper_cutoff), int(dim or 0), seed, offset
     )
+
+
+def info_nce(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    *,
+    temperature: float = 0.07,
+    weighting: str = "none",
+    lower_cutoff: float = 0.5,
+    upper_cutoff: float = 1.4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE of queries against their keys and a memory queue, without the [B, K+1] logits.
+
+    With ``s+_i = <q_i, k_i>`` and ``s_ij = <q_i, queue_j>``: ``lse_i = log(exp(s+_i / T) +
+    sum_j exp(c_ij s_ij / T))`` and ``loss_i = lse_i - s+_i / T``, where ``c_ij = 1`` for
+    ``weighting="none"`` (MoCo) and DiVA's distance-adapted weight for ``"dance"``: with
+    ``d_ij = max(sqrt(2 - 2 s_ij), lower_cutoff)`` and ``n = D``, ``log w_ij = (2 - n) log d_ij -
+    (n - 3)/2 log max(1 - d_ij^2 / 4, 1e-8)``, ``w_ij = exp(log w_ij - max_j log w_ij)``, 0 where
+    ``d_ij > upper_cutoff``, floored at 1e-45 and normalised to sum 1 over the row (constants:
+    no gradient flows through the weights).
+
+    Args:
+        q: [B, D] queries, k: [B, D] their positive keys, queue: [K, D] negatives; rows
+            L2-normalised by the caller; one device and dtype (float32/float64; float16/bfloat16
+            too on CUDA, with float32 accumulation).
+        temperature: T > 0.
+        weighting: "none" or "dance".
+        lower_cutoff: "dance" only: distances below it count as it (> 0).
+        upper_cutoff: "dance" only: weight 0 beyond it (>= lower_cutoff; inf for no cutoff).
+
+    Returns:
+        (loss, lse), each [B] in q's dtype. Differentiable with respect to q, k and queue (an
+        in-batch setup passes the other view as the queue). Extra memory O(B * D + tile): when q
+        needs a gradient and the queue does not (MoCo), the forward pass also accumulates the
+        attention-style term of q's gradient, and backward costs O(B * D); otherwise backward
+        recomputes the logits tile by tile.
+    """
+    args = (float(temperature), str(weighting), float(lower_cutoff), float(upper_cutoff))
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or queue.requires_grad):
+        save_o = q.requires_grad and not queue.requires_grad
+        loss, lse, _, _ = torch.ops.diva_ext._info_nce_forward(q, k, queue, *args, save_o)
+        return loss, lse
+    return torch.ops.diva_ext.info_nce(q, k, queue, *args)

@@ -102,3 +102,38 @@ def _uniform_different_label(query_labels, ref_labels, generator):
     pos = torch.where(k < lo, k, k + (hi - lo)).clamp_max(max(ref_labels.shape[0] - 1, 0))
     pick = order[pos] if ref_labels.shape[0] > 0 else torch.zeros_like(pos)
     return torch.where(n_other > 0, pick, torch.full_like(pick, -1))
+
+
+def info_nce(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    *,
+    temperature: float = 0.07,
+    weighting: str = "none",
+    lower_cutoff: float = 0.5,
+    upper_cutoff: float = 1.4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """diva_ext.ops.info_nce the way MoCo's code computes it: explicit [B, K+1] logits
+    (einsum + cat + cross_entropy), DaNCE weights from dance_weights. Returns (loss, lse)."""
+    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
+    l_neg = torch.einsum("nc,kc->nk", q, queue)
+    if weighting == "dance":
+        l_neg = dance_weights(l_neg.detach(), q.shape[1], lower_cutoff, upper_cutoff) * l_neg
+    elif weighting != "none":
+        raise ValueError(f'info_nce: weighting must be "none" or "dance", got "{weighting}"')
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    return loss, torch.logsumexp(logits, dim=1)
+
+
+def dance_weights(s: torch.Tensor, n: int, lower_cutoff: float = 0.5, upper_cutoff: float = 1.4) -> torch.Tensor:
+    """DiVA's row-normalised distance-adapted weights (DESIGN §2.3) of inner products s [B, K]."""
+    if s.shape[1] == 0:
+        return torch.ones_like(s)
+    d = (2.0 - 2.0 * s).clamp_min(0.0).sqrt().clamp_min(lower_cutoff)
+    log_w = (2.0 - n) * d.log() - ((n - 3.0) / 2.0) * (1.0 - 0.25 * d.square()).clamp_min(1e-8).log()
+    w = (log_w - log_w.max(dim=1, keepdim=True).values).exp()
+    w = w.masked_fill(d > upper_cutoff, 0.0).clamp_min(1e-45)
+    return w / w.sum(dim=1, keepdim=True)

@@ -1,0 +1,265 @@
+// Row epilogues of info_nce's CPU kernel: the per-element work between the GEMMs, vectorised.
+//
+// Sums run over lanes of kLanes<T> independent accumulators (a 64-byte vector's worth) reduced
+// in a fixed order at the end: GCC vectorises them without reassociating floating-point sums (no
+// -ffast-math), and every clone (AVX-512, AVX2, baseline) adds in the same order. Maxima use
+// GCC's vector extensions (max_of). exp and log are the polynomial versions of info_nce_vmath.h.
+//
+// NB: the ternary selects below only vectorise when GCC may assume comparisons do not trap;
+// the extension is built without -fno-trapping-math, so this file turns it on for itself.
+#pragma GCC optimize("no-trapping-math")
+
+#include "info_nce_epilogue.h"
+
+#include <limits>
+
+#include "diva_ext/cpu/simd.h"
+#include "info_nce_vmath.h"
+
+// DIVA_CPU_CLONES plus an x86-64-v3 clone (AVX2 with FMA): the exp and log polynomials are
+// chains of multiply-adds, about 1.4x faster fused. GCC >= 12 picks it by CPU features.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
+    !defined(DIVA_CUDA_EMULATION)
+#define DIVA_INFO_NCE_CLONES \
+  __attribute__((target_clones("avx512f", "arch=x86-64-v3", "avx2", "default")))
+#else
+#define DIVA_INFO_NCE_CLONES DIVA_CPU_CLONES
+#endif
+
+namespace diva_ext::cpu {
+namespace {
+
+using math::DanceParams;
+
+struct VecMath {
+  template <typename T>
+  static DIVA_ALWAYS_INLINE T exp(T x) { return vexp(x); }
+  template <typename T>
+  static DIVA_ALWAYS_INLINE T log(T x) { return vlog(x); }
+};
+
+template <typename T>
+constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+
+template <typename T>
+DIVA_ALWAYS_INLINE T lane_sum(const T* lanes) {
+  T s = T(0);
+  for (int u = 0; u < kLanes<T>; ++u) s += lanes[u];
+  return s;
+}
+
+// max_j x_j (NaNs ignored: they reach the sums instead). GCC does not vectorise a max over
+// lane arrays with selects, so this one uses its vector extensions: two 32-byte accumulators.
+template <typename T>
+DIVA_ALWAYS_INLINE T max_of(const T* __restrict__ x, int64_t n) {
+  typedef T vec __attribute__((vector_size(32)));
+  constexpr int V = 32 / static_cast<int>(sizeof(T));
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  vec a, b;
+  for (int u = 0; u < V; ++u) a[u] = kNegInf;
+  b = a;
+  int64_t j = 0;
+  for (; j + 2 * V <= n; j += 2 * V) {
+    vec xa, xb;
+    __builtin_memcpy(&xa, x + j, sizeof(vec));
+    __builtin_memcpy(&xb, x + j + V, sizeof(vec));
+    a = xa > a ? xa : a;
+    b = xb > b ? xb : b;
+  }
+  a = b > a ? b : a;
+  T m = kNegInf;
+  for (int u = 0; u < V; ++u) m = a[u] > m ? a[u] : m;
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+template <typename T>
+DIVA_ALWAYS_INLINE T weight(T s, const DanceParams<T>& p, T max_lw, T log_z) {
+  return math::dance_weight<VecMath>(s, max_lw, log_z, p);
+}
+
+// Sweep 1 of a DaNCE row: x_j = c_j s_j / T into s and c_j into scratch. (Without weights,
+// max_j s_j / T needs no sweep of its own: scaling by 1/T > 0 preserves the order exactly.)
+template <typename T>
+DIVA_ALWAYS_INLINE void dance_logits_sweep(T* __restrict__ s, T* __restrict__ scratch, int64_t n,
+                                           T inv_t, const DanceParams<T>& p, T max_lw, T log_z) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T c = weight(s[j], p, max_lw, log_z);
+    scratch[j] = c;
+    s[j] = c * (s[j] * inv_t);
+  }
+}
+
+// Sweep 2: sum_j e^(x_j - m) with x_j = scale * s_j; with kWantP, s_j <- c_j e^(x_j - m).
+template <typename T, bool kDance, bool kWantP>
+DIVA_ALWAYS_INLINE T exp_sweep(T* __restrict__ s, const T* __restrict__ scratch, int64_t n,
+                               T scale, T m) {
+  constexpr int W = kLanes<T>;
+  T acc[W] = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    for (int u = 0; u < W; ++u) {
+      const T e = vexp(s[j + u] * scale - m);
+      acc[u] += e;
+      if constexpr (kWantP) s[j + u] = kDance ? scratch[j + u] * e : e;
+    }
+  }
+  T sum = lane_sum(acc);
+  for (; j < n; ++j) {
+    const T e = vexp(s[j] * scale - m);
+    sum += e;
+    if constexpr (kWantP) s[j] = kDance ? scratch[j] * e : e;
+  }
+  return sum;
+}
+
+template <typename T, bool kDance>
+DIVA_ALWAYS_INLINE T logits_row_impl(T* s, T* scratch, int64_t n, T inv_t, const DanceParams<T>& p,
+                                     T max_lw, T log_z, T& m, T& l, bool want_p) {
+  // x_j = scale * s_j: the logits themselves (scale 1) after the DaNCE sweep, else s_j / T.
+  T scale = inv_t;
+  if constexpr (kDance) {
+    dance_logits_sweep(s, scratch, n, inv_t, p, max_lw, log_z);
+    scale = T(1);
+  }
+  const T tile_max = max_of(s, n) * scale;
+  const T m_new = tile_max > m ? tile_max : m;
+  // NB: m = -inf before the first tile: e^(-inf) = 0 (vexp flushes), and the old l is 0 anyway.
+  const T rescale = m == m_new ? T(1) : vexp(m - m_new);
+  const T sum = want_p ? exp_sweep<T, kDance, true>(s, scratch, n, scale, m_new)
+                       : exp_sweep<T, kDance, false>(s, scratch, n, scale, m_new);
+  l = l * rescale + sum;
+  m = m_new;
+  return rescale;
+}
+
+template <typename T>
+DIVA_ALWAYS_INLINE void weight_stats_row_impl(const T* __restrict__ s, T* __restrict__ scratch,
+                                              int64_t n, const DanceParams<T>& p, T& max_lw,
+                                              T& sum, int64_t& floored) {
+  for (int64_t j = 0; j < n; ++j) {
+    scratch[j] = math::dance_log_weight<VecMath>(math::dance_d2(s[j], p), p);
+  }
+  const T tile_max = max_of(scratch, n);
+  const T m_new = tile_max > max_lw ? tile_max : max_lw;
+  const T scale = max_lw == m_new ? T(1) : vexp(max_lw - m_new);
+  const T floor = T(math::kDanceLogFloor);
+  constexpr int W = kLanes<T>;
+  T acc[W] = {}, cnt[W] = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    for (int u = 0; u < W; ++u) {
+      const T rel = scratch[j + u] - m_new;
+      const bool keep = math::dance_in_cutoff(math::dance_d2(s[j + u], p), p) & (rel > floor);
+      const T kept = keep ? T(1) : T(0);
+      acc[u] += kept * vexp(rel);
+      cnt[u] += T(1) - kept;
+    }
+  }
+  T tile_sum = lane_sum(acc);
+  T tile_cnt = lane_sum(cnt);  // exact: at most n small integers
+  for (; j < n; ++j) {
+    const T rel = scratch[j] - m_new;
+    const bool keep = math::dance_in_cutoff(math::dance_d2(s[j], p), p) & (rel > floor);
+    tile_sum += keep ? vexp(rel) : T(0);
+    tile_cnt += keep ? T(0) : T(1);
+  }
+  sum = sum * scale + tile_sum;
+  floored += static_cast<int64_t>(tile_cnt);
+  max_lw = m_new;
+}
+
+template <typename T, bool kDance>
+DIVA_ALWAYS_INLINE void grad_row_impl(T* __restrict__ s, int64_t n, T inv_t, T lse, T factor,
+                                      const DanceParams<T>& p, T max_lw, T log_z) {
+  for (int64_t j = 0; j < n; ++j) {
+    if constexpr (kDance) {
+      const T c = weight(s[j], p, max_lw, log_z);
+      s[j] = factor * c * vexp(c * (s[j] * inv_t) - lse);
+    } else {
+      s[j] = factor * vexp(s[j] * inv_t - lse);
+    }
+  }
+}
+
+template <typename T>
+DIVA_ALWAYS_INLINE T dot_impl(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+  constexpr int W = kLanes<T>;
+  T acc[W] = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    for (int u = 0; u < W; ++u) acc[u] += a[j + u] * b[j + u];
+  }
+  T sum = lane_sum(acc);
+  for (; j < n; ++j) sum += a[j] * b[j];
+  return sum;
+}
+
+// x - x is 0 for finite x and NaN for inf and NaN, so the lanes stay 0 only if all are finite.
+template <typename T>
+DIVA_ALWAYS_INLINE bool all_finite_impl(const T* __restrict__ x, int64_t n) {
+  constexpr int W = kLanes<T>;
+  T acc[W] = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    for (int u = 0; u < W; ++u) acc[u] += x[j + u] - x[j + u];
+  }
+  T sum = lane_sum(acc);
+  for (; j < n; ++j) sum += x[j] - x[j];
+  return sum == T(0);
+}
+
+}  // namespace
+
+DIVA_INFO_NCE_CLONES float logits_row(float* s, float* scratch, int64_t n, float inv_t, bool dance,
+                                 const DanceParams<float>& p, float max_lw, float log_z, float& m,
+                                 float& l, bool want_p) {
+  return dance ? logits_row_impl<float, true>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p)
+               : logits_row_impl<float, false>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p);
+}
+DIVA_INFO_NCE_CLONES double logits_row(double* s, double* scratch, int64_t n, double inv_t, bool dance,
+                                  const DanceParams<double>& p, double max_lw, double log_z,
+                                  double& m, double& l, bool want_p) {
+  return dance
+             ? logits_row_impl<double, true>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p)
+             : logits_row_impl<double, false>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p);
+}
+
+DIVA_INFO_NCE_CLONES void weight_stats_row(const float* s, float* scratch, int64_t n,
+                                      const DanceParams<float>& p, float& max_lw, float& sum,
+                                      int64_t& floored) {
+  weight_stats_row_impl(s, scratch, n, p, max_lw, sum, floored);
+}
+DIVA_INFO_NCE_CLONES void weight_stats_row(const double* s, double* scratch, int64_t n,
+                                      const DanceParams<double>& p, double& max_lw, double& sum,
+                                      int64_t& floored) {
+  weight_stats_row_impl(s, scratch, n, p, max_lw, sum, floored);
+}
+
+DIVA_INFO_NCE_CLONES void grad_row(float* s, int64_t n, float inv_t, float lse, float factor, bool dance,
+                              const DanceParams<float>& p, float max_lw, float log_z) {
+  if (dance) {
+    grad_row_impl<float, true>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+  } else {
+    grad_row_impl<float, false>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+  }
+}
+DIVA_INFO_NCE_CLONES void grad_row(double* s, int64_t n, double inv_t, double lse, double factor,
+                              bool dance, const DanceParams<double>& p, double max_lw,
+                              double log_z) {
+  if (dance) {
+    grad_row_impl<double, true>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+  } else {
+    grad_row_impl<double, false>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+  }
+}
+
+DIVA_INFO_NCE_CLONES float dot(const float* a, const float* b, int64_t n) { return dot_impl(a, b, n); }
+DIVA_INFO_NCE_CLONES double dot(const double* a, const double* b, int64_t n) {
+  return dot_impl(a, b, n);
+}
+
+DIVA_INFO_NCE_CLONES bool all_finite(const float* x, int64_t n) { return all_finite_impl(x, n); }
+DIVA_INFO_NCE_CLONES bool all_finite(const double* x, int64_t n) { return all_finite_impl(x, n); }
+
+}  // namespace diva_ext::cpu

@@ -1,0 +1,341 @@
+"""info_nce: values, gradients, registration, compile, edge cases and errors (CPU kernels).
+
+The oracle is diva_ext.reference.info_nce in float64: MoCo's explicit-logits computation
+(einsum + cat + cross_entropy) with DiVA's weights written out, independent of the fused kernels.
+"""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.library import opcheck
+
+from diva_ext import ops, reference
+
+WEIGHTINGS = ["none", "dance"]
+# Odd sizes: single rows, a single negative, K around the kernel's 512-row tile, D = 1.
+SIZES = [(1, 1, 8), (1, 1025, 32), (2, 3, 1), (5, 511, 16), (17, 513, 64), (130, 700, 128)]
+
+
+def unit(*shape, generator, dtype=torch.float32):
+    return F.normalize(torch.randn(*shape, generator=generator, dtype=torch.float64), dim=-1).to(dtype)
+
+
+def moco_inputs(b, k, d, generator, dtype=torch.float32, noise=0.5):
+    """Queries, positives near them, and a queue of unrelated unit vectors."""
+    q = unit(b, d, generator=generator, dtype=torch.float64)
+    pos = F.normalize(q + noise * torch.randn(b, d, generator=generator, dtype=torch.float64), dim=1)
+    queue = unit(k, d, generator=generator, dtype=torch.float64)
+    return q.to(dtype), pos.to(dtype), queue.to(dtype)
+
+
+def ref64(q, k, queue, **kw):
+    return reference.info_nce(q.double(), k.double(), queue.double(), **kw)
+
+
+@pytest.mark.parametrize("b,k,d", SIZES)
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_float64_matches_reference(b, k, d, weighting, generator):
+    q, pos, queue = moco_inputs(b, k, d, generator, torch.float64)
+    for temperature in (0.07, 0.5):
+        kw = dict(temperature=temperature, weighting=weighting)
+        loss, lse = ops.info_nce(q, pos, queue, **kw)
+        want_loss, want_lse = ref64(q, pos, queue, **kw)
+        assert loss.shape == (b,) and lse.shape == (b,) and loss.dtype == torch.float64
+        torch.testing.assert_close(loss, want_loss, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(lse, want_lse, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("b,k,d", SIZES)
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_float32_error_within_twice_torch(b, k, d, weighting, generator):
+    """float32: our error against float64 <= 2x that of the same explicit code in float32."""
+    q, pos, queue = moco_inputs(b, k, d, generator)
+    kw = dict(temperature=0.07, weighting=weighting)
+    want = ref64(q, pos, queue, **kw)
+    ours = ops.info_nce(q, pos, queue, **kw)
+    theirs = reference.info_nce(q, pos, queue, **kw)
+    for o, t, w in zip(ours, theirs, want):
+        assert o.dtype == torch.float32
+        err_ours = (o.double() - w).abs().max().item()
+        err_torch = (t.double() - w).abs().max().item()
+        assert err_ours <= 2 * err_torch + 2e-6, (err_ours, err_torch)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_temperature_001_float32_does_not_overflow(weighting, generator):
+    # Logits up to 1/T = 100: exp overflows float32 beyond 88.7, so only a running maximum works.
+    b, k, d = 40, 1500, 128
+    q, pos, queue = moco_inputs(b, k, d, generator, noise=0.05)
+    queue[:20] = F.normalize(q[:20] + 0.01 * torch.randn(20, d, generator=generator), dim=1)
+    assert torch.exp(torch.tensor(100.0)).isinf()
+    qg, pg = q.clone().requires_grad_(), pos.clone().requires_grad_()
+    kw = dict(temperature=0.01, weighting=weighting)
+    loss, lse = ops.info_nce(qg, pg, queue, **kw)
+    gq, gp = torch.autograd.grad(loss.sum() + 0.5 * lse.sum(), (qg, pg))
+    q64, p64 = q.double().requires_grad_(), pos.double().requires_grad_()
+    want_loss, want_lse = reference.info_nce(q64, p64, queue.double(), **kw)
+    rq, rp = torch.autograd.grad(want_loss.sum() + 0.5 * want_lse.sum(), (q64, p64))
+    assert lse.max() > 90 and torch.isfinite(loss).all() and torch.isfinite(gq).all()
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(loss.double(), want_loss, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(gq.double(), rq, rtol=1e-3, atol=2e-3)
+    torch.testing.assert_close(gp.double(), rp, rtol=1e-3, atol=2e-3)
+
+
+NEEDS = [n for n in itertools.product([True, False], repeat=3) if any(n)]
+
+
+@pytest.mark.parametrize("needs", NEEDS, ids=lambda n: "".join("QKV"[i] if x else "_" for i, x in enumerate(n)))
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+@pytest.mark.parametrize("b,k,d", [(1, 1, 3), (3, 1030, 17), (70, 600, 64)])
+def test_gradients_match_reference(needs, weighting, b, k, d, generator):
+    q, pos, queue = moco_inputs(b, k, d, generator, torch.float64)
+    g_loss = torch.randn(b, generator=generator, dtype=torch.float64)
+    g_lse = torch.randn(b, generator=generator, dtype=torch.float64)
+    kw = dict(temperature=0.1, weighting=weighting)
+    grads = {}
+    for name, fn in (("wrapper", ops.info_nce), ("public_op", _public_op), ("reference", reference.info_nce)):
+        ins = [t.clone().requires_grad_(n) for t, n in zip((q, pos, queue), needs)]
+        loss, lse = fn(*ins, **kw)
+        grads[name] = torch.autograd.grad((loss * g_loss).sum() + (lse * g_lse).sum(), [t for t in ins if t.requires_grad])
+    for name in ("wrapper", "public_op"):
+        for got, want in zip(grads[name], grads["reference"]):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
+def _public_op(q, k, queue, *, temperature, weighting, lower_cutoff=0.5, upper_cutoff=1.4):
+    """The registered op itself (its autograd recomputes everything), bypassing the wrapper."""
+    return torch.ops.diva_ext.info_nce(q, k, queue, temperature, weighting, lower_cutoff, upper_cutoff)
+
+
+def test_float32_gradients_match_reference(generator):
+    q, pos, queue = moco_inputs(64, 1100, 128, generator)
+    for weighting, needs in itertools.product(WEIGHTINGS, [(True, True, False), (True, True, True)]):
+        ins = [t.clone().requires_grad_(n) for t, n in zip((q, pos, queue), needs)]
+        loss, _ = ops.info_nce(*ins, weighting=weighting)
+        got = torch.autograd.grad(loss.mean(), [t for t in ins if t.requires_grad])
+        ins64 = [t.double().requires_grad_(n) for t, n in zip((q, pos, queue), needs)]
+        loss64, _ = reference.info_nce(*ins64, weighting=weighting)
+        want = torch.autograd.grad(loss64.mean(), [t for t in ins64 if t.requires_grad])
+        for a, w in zip(got, want):
+            torch.testing.assert_close(a.double(), w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("needs", NEEDS, ids=lambda n: "".join("QKV"[i] if x else "_" for i, x in enumerate(n)))
+def test_gradcheck_float64(needs, generator):
+    # weighting="none" only: DaNCE's weights are constants by contract, which finite differences
+    # of the whole function would not see (its gradients are checked against the reference).
+    q, pos, queue = moco_inputs(3, 7, 5, generator, torch.float64)
+    ins = [t.clone().requires_grad_(n) for t, n in zip((q, pos, queue), needs)]
+    for fn in (ops.info_nce, _public_op):
+        assert torch.autograd.gradcheck(lambda *a: fn(*a, temperature=0.3, weighting="none"), ins)
+
+
+def test_in_batch_negatives_reach_both_views(generator):
+    """queue = the other view (SimCLR-style in-batch negatives): both views get gradients."""
+    b, d = 33, 24
+    for weighting in WEIGHTINGS:
+        a, v, _ = moco_inputs(b, 1, d, generator, torch.float64)
+        a1, v1 = a.clone().requires_grad_(), v.clone().requires_grad_()
+        loss, _ = ops.info_nce(a1, v1, v1, temperature=0.2, weighting=weighting)
+        ga, gv = torch.autograd.grad(loss.mean(), (a1, v1))
+        a2, v2 = a.clone().requires_grad_(), v.clone().requires_grad_()
+        want, _ = reference.info_nce(a2, v2, v2, temperature=0.2, weighting=weighting)
+        ra, rv = torch.autograd.grad(want.mean(), (a2, v2))
+        assert gv.abs().sum() > 0
+        torch.testing.assert_close(ga, ra, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(gv, rv, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_moco_backward_does_not_read_the_queue(weighting, generator):
+    """With a detached queue the forward saves O, so the queue may change before backward
+    (a MemoryQueue enqueues in place) without changing the gradients."""
+    q, pos, queue = moco_inputs(9, 600, 16, generator, torch.float64)
+    qg, pg = q.clone().requires_grad_(), pos.clone().requires_grad_()
+    live = queue.clone()
+    loss, _ = ops.info_nce(qg, pg, live, weighting=weighting)
+    live.copy_(torch.randn_like(live))
+    gq, gp = torch.autograd.grad(loss.sum(), (qg, pg))
+    q64, p64 = q.clone().requires_grad_(), pos.clone().requires_grad_()
+    want, _ = reference.info_nce(q64, p64, queue, weighting=weighting)
+    rq, rp = torch.autograd.grad(want.sum(), (q64, p64))
+    torch.testing.assert_close(gq, rq, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(gp, rp, rtol=1e-9, atol=1e-12)
+
+
+def test_backward_op_returns_only_requested_gradients(generator):
+    q, pos, queue = moco_inputs(4, 9, 6, generator, torch.float64)
+    g = torch.ones(4, dtype=torch.float64)
+    args = (0.07, "none", 0.5, 1.4)
+    gq, gk, gqueue = torch.ops.diva_ext._info_nce_backward(g, 0 * g, q, pos, queue, None, None, *args, False, True, False)
+    assert gq.numel() == 0 and gqueue.numel() == 0 and gk.shape == pos.shape
+    loss, _, stats, o = torch.ops.diva_ext._info_nce_forward(q, pos, queue, *args, True)
+    assert stats.shape == (4, 4) and o.shape == (4, 6)
+    # O from the forward equals the recomputed path.
+    with_o = torch.ops.diva_ext._info_nce_backward(g, 0 * g, q, pos, queue, stats, o, *args, True, False, False)
+    without = torch.ops.diva_ext._info_nce_backward(g, 0 * g, q, pos, queue, None, None, *args, True, False, False)
+    torch.testing.assert_close(with_o[0], without[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_opcheck(weighting, generator):
+    q, pos, queue = moco_inputs(5, 13, 6, generator)
+    q.requires_grad_()
+    pos.requires_grad_()
+    args = (0.1, weighting, 0.5, 1.4)
+    opcheck(torch.ops.diva_ext.info_nce.default, (q, pos, queue.clone().requires_grad_()) + args)
+    opcheck(torch.ops.diva_ext.info_nce.default, (q, pos, queue) + args)
+    for save_o in (True, False):
+        opcheck(torch.ops.diva_ext._info_nce_forward.default, (q, pos, queue) + args + (save_o,))
+    _, _, stats, o = torch.ops.diva_ext._info_nce_forward(q.detach(), pos.detach(), queue, *args, True)
+    g = torch.randn(5, generator=generator)
+    for saved in ((stats, o), (None, None)):
+        opcheck(
+            torch.ops.diva_ext._info_nce_backward.default,
+            (g, g.flip(0), q.detach(), pos.detach(), queue) + saved + args + (True, True, True),
+        )
+
+
+def test_torch_compile_fullgraph(generator):
+    torch._dynamo.reset()
+
+    @torch.compile(fullgraph=True)
+    def step(q, k, queue):
+        moco, _ = ops.info_nce(q, k, queue, temperature=0.1)
+        dance, lse = ops.info_nce(q, k, k, temperature=0.2, weighting="dance")
+        return moco.mean() + dance.mean() + 0.1 * lse.mean()
+
+    q, pos, queue = moco_inputs(11, 600, 32, generator)
+    qg, pg = q.clone().requires_grad_(), pos.clone().requires_grad_()
+    got = step(qg, pg, queue)
+    gq, gp = torch.autograd.grad(got, (qg, pg))
+    q64, p64 = q.double().requires_grad_(), pos.double().requires_grad_()
+    moco, _ = reference.info_nce(q64, p64, queue.double(), temperature=0.1)
+    dance, lse = reference.info_nce(q64, p64, p64, temperature=0.2, weighting="dance")
+    want = moco.mean() + dance.mean() + 0.1 * lse.mean()
+    rq, rp = torch.autograd.grad(want, (q64, p64))
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gq.double(), rq, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gp.double(), rp, rtol=1e-4, atol=1e-5)
+
+
+def test_dance_weights_all_beyond_cutoff_are_uniform(generator):
+    """Every negative beyond the upper cutoff: all weights sit at the 1e-45 floor, so they are
+    uniform (1/K) after normalisation; and with no upper cutoff nothing is cut."""
+    b, k, d = 6, 700, 16
+    q, pos, _ = moco_inputs(b, k, d, generator, torch.float64)
+    queue = F.normalize(-q[torch.arange(k) % b] + 0.05 * torch.randn(k, d, generator=generator, dtype=torch.float64), dim=1)
+    s = q @ queue.t()
+    assert (s < -0.5).any(dim=1).all()
+    for dtype in (torch.float64, torch.float32):
+        args = (q.to(dtype), pos.to(dtype), queue.to(dtype))
+        for kw in (dict(upper_cutoff=0.6), dict(upper_cutoff=float("inf"))):
+            loss, lse = ops.info_nce(*args, weighting="dance", temperature=0.05, **kw)
+            want_loss, want_lse = ref64(*args, weighting="dance", temperature=0.05, **kw)
+            tol = 1e-10 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(lse.double(), want_lse, rtol=tol, atol=tol)
+            torch.testing.assert_close(loss.double(), want_loss, rtol=tol, atol=tol)
+    w = reference.dance_weights(s, d, 0.5, 0.6)
+    torch.testing.assert_close(w[s < 1 - 0.5 * 0.6**2].view(-1)[:5], torch.full((5,), 1.0 / k, dtype=torch.float64))
+
+
+def test_results_are_deterministic_and_non_contiguous_inputs_work(generator):
+    q, pos, queue = moco_inputs(40, 1300, 24, generator)
+    first = ops.info_nce(q, pos, queue, weighting="dance")
+    assert all(torch.equal(a, b) for a, b in zip(first, ops.info_nce(q, pos, queue, weighting="dance")))
+    wide = torch.randn(1300, 48, generator=generator)
+    wide[:, ::2] = queue
+    strided = wide[:, ::2]
+    qt = q.t().contiguous().t()
+    assert not strided.is_contiguous() and not qt.is_contiguous()
+    for got, want in zip(ops.info_nce(qt, pos, strided, weighting="dance"), first):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_empty_and_degenerate_inputs(generator):
+    q, pos, queue = moco_inputs(3, 5, 4, generator, torch.float64)
+    # B = 0: empty outputs.
+    loss, lse = ops.info_nce(q[:0], pos[:0], queue)
+    assert loss.shape == (0,) and lse.shape == (0,)
+    # K = 0: only the positive: loss 0, lse = s+ / T, gradients from the positive alone (none).
+    qg, pg, kg = q.clone().requires_grad_(), pos.clone().requires_grad_(), queue[:0].clone().requires_grad_()
+    for weighting in WEIGHTINGS:
+        loss, lse = ops.info_nce(qg, pg, kg, temperature=0.5, weighting=weighting)
+        torch.testing.assert_close(loss, torch.zeros(3, dtype=torch.float64))
+        torch.testing.assert_close(lse, (q * pos).sum(1) / 0.5)
+        gq, gk, gqueue = torch.autograd.grad(loss.sum() + lse.sum(), (qg, pg, kg))
+        torch.testing.assert_close(gq, pos / 0.5)
+        torch.testing.assert_close(gk, q / 0.5)
+        assert gqueue.shape == (0, 4)
+    # D = 0: every logit is 0, so lse = log(K + 1).
+    loss, lse = ops.info_nce(q[:, :0], pos[:, :0], queue[:, :0])
+    torch.testing.assert_close(lse, torch.full((3,), torch.log(torch.tensor(6.0, dtype=torch.float64)).item(), dtype=torch.float64))
+
+
+def test_thread_count_does_not_change_results(generator):
+    q, pos, queue = moco_inputs(3, 2100, 16, generator, torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.info_nce(q, pos, queue, weighting="dance")
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, ops.info_nce(q, pos, queue, weighting="dance")):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+def _bad(**overrides):
+    g = torch.Generator().manual_seed(0)
+    args = dict(q=torch.randn(3, 4, generator=g), k=torch.randn(3, 4, generator=g), queue=torch.randn(5, 4, generator=g))
+    kw = dict(temperature=0.07, weighting="none", lower_cutoff=0.5, upper_cutoff=1.4)
+    for key, value in overrides.items():
+        (args if key in args else kw)[key] = value
+    return args, kw
+
+
+@pytest.mark.parametrize(
+    "overrides,pattern",
+    [
+        (dict(q=torch.randn(3)), r"q must be a 2-D tensor"),
+        (dict(k=torch.randn(4, 4)), r"q and k must have the same shape"),
+        (dict(queue=torch.randn(5, 3)), r"queue must have the feature dimension D of q"),
+        (dict(queue=torch.randn(2, 5, 4)), r"queue must be a 2-D tensor"),
+        (dict(q=torch.randint(0, 3, (3, 4))), r"q must be .*float"),
+        (dict(k=torch.randn(3, 4, dtype=torch.float64)), r"q and k must have the same dtype"),
+        (dict(queue=torch.randn(5, 4, device="meta")), r"q and queue must be on the same device"),
+        (dict(temperature=0.0), r"temperature must be finite and > 0"),
+        (dict(temperature=-1.0), r"temperature must be finite and > 0"),
+        (dict(temperature=float("nan")), r"temperature must be finite and > 0"),
+        (dict(weighting="Dance"), r'weighting must be "none" or "dance", got "Dance"'),
+        (dict(lower_cutoff=0.0), r"lower_cutoff must be finite and > 0"),
+        (dict(upper_cutoff=0.4), r"upper_cutoff must be >= lower_cutoff"),
+        (dict(upper_cutoff=float("nan")), r"upper_cutoff must be >= lower_cutoff"),
+    ],
+)
+def test_bad_arguments_name_the_argument(overrides, pattern):
+    args, kw = _bad(**overrides)
+    with pytest.raises(RuntimeError, match=pattern):
+        ops.info_nce(**args, **kw)
+
+
+@pytest.mark.parametrize("name", ["q", "k", "queue"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_non_finite_inputs_name_the_argument(name, value, weighting):
+    args, kw = _bad(weighting=weighting)
+    args[name] = args[name].clone()
+    args[name][1, 2] = value
+    with pytest.raises(RuntimeError, match=rf"{name} contains non-finite values"):
+        ops.info_nce(**args, **kw)
+    with pytest.raises(RuntimeError, match=rf"{name} contains non-finite values"):
+        ops.info_nce(**{n: t.requires_grad_() for n, t in args.items()}, **kw)
+
+
+def test_overflowing_logits_raise():
+    args, kw = _bad()
+    args["q"] = args["q"] * 1e30  # finite, but the logits are not
+    with pytest.raises(RuntimeError, match=r"logits overflowed .* L2-normalised"):
+        ops.info_nce(**args, **kw)
