@@ -2,6 +2,7 @@
 
 - `probabilities`: the exact categorical w / sum w of each anchor (with the fallback and -1 rules),
   written from the formula in the design, not from the kernels' code.
+- `chi_square_pvalue`: goodness of fit of sampled indices to a categorical.
 - `replay`: the picks the kernels must make for a (seed, offset): the same Philox4x32-10 noise
   (re-implemented here in NumPy from the published algorithm) with float64 log-weights and a
   full argmax over every candidate, so a candidate wrongly skipped by the kernels' bounds shows up.
@@ -11,6 +12,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import chisquare
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
@@ -88,3 +90,18 @@ def replay(x, labels, anchors, seed, offset, lower_cutoff=0.5, upper_cutoff=math
     has_other = other.numpy().any(1)
     out = np.where(has, pick, np.where(has_other, fallback, -1))
     return torch.from_numpy(out.astype(np.int64))
+
+
+def chi_square_pvalue(picks, probs, min_expected=5.0):
+    """Goodness of fit of the picks (ints in [0, B)) to probs [B]; small bins are pooled."""
+    n = picks.numel()
+    observed = torch.bincount(picks, minlength=probs.numel()).double()
+    expected = probs * n
+    assert observed[expected == 0].sum() == 0, "picked an index of probability 0"
+    big = expected >= min_expected
+    obs = torch.cat([observed[big], observed[~big].sum(0, keepdim=True)])
+    exp = torch.cat([expected[big], expected[~big].sum(0, keepdim=True)])
+    keep = exp > 0
+    obs, exp = obs[keep], exp[keep]
+    assert keep.sum() >= 2, "too few bins for a chi-square test"
+    return chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue

@@ -14,6 +14,7 @@ from scipy.stats import chisquare
 from torch.library import opcheck
 
 import distance_weighted_oracle as oracle
+from distance_weighted_oracle import chi_square_pvalue
 from diva_ext import ops, reference
 from conftest import requires_cuda
 
@@ -31,21 +32,6 @@ def clustered(n_clusters, per_cluster, d, spread, generator):
     x = centres.repeat_interleave(per_cluster, 0) + spread * torch.randn(n_clusters * per_cluster, d, generator=generator, dtype=torch.float64)
     labels = torch.arange(n_clusters).repeat_interleave(per_cluster)
     return torch.nn.functional.normalize(x, dim=1).float(), labels
-
-
-def chi_square_pvalue(picks, probs, min_expected=5.0):
-    """Goodness of fit of the picks (ints in [0, B)) to probs [B]; small bins are pooled."""
-    n = picks.numel()
-    observed = torch.bincount(picks, minlength=probs.numel()).double()
-    expected = probs * n
-    assert observed[expected == 0].sum() == 0, "picked an index of probability 0"
-    big = expected >= min_expected
-    obs = torch.cat([observed[big], observed[~big].sum(0, keepdim=True)])
-    exp = torch.cat([expected[big], expected[~big].sum(0, keepdim=True)])
-    keep = exp > 0
-    obs, exp = obs[keep], exp[keep]
-    assert keep.sum() >= 2, "too few bins for a chi-square test"
-    return chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue
 
 
 def draws_for_anchor(fn, x, labels, a, draws, **kw):
@@ -101,8 +87,8 @@ def test_distribution_over_successive_calls(generator):
     """Many calls, each with its own seed and offset, draw from the same categorical."""
     x, labels, kw = make_case("n128-plain", generator)
     probs = oracle.probabilities(x, labels, torch.tensor([5]), **kw)[0]
-    anchors = torch.full((25,), 5)
-    picks = torch.cat([ops.distance_weighted_negatives(x, labels, anchors, generator=generator, **kw) for _ in range(400)])
+    anchors = torch.full((50,), 5)
+    picks = torch.cat([ops.distance_weighted_negatives(x, labels, anchors, generator=generator, **kw) for _ in range(200)])
     assert chi_square_pvalue(picks, probs) > 1e-4
 
 
