@@ -1,0 +1,217 @@
+"""The `diva` command: `diva train` and `diva eval` (DESIGN §5).
+
+Bad arguments, missing data or an unwritable output folder end with one line
+`diva: error: ...` and a non-zero exit status, never a traceback.
+"""
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+# Errors that are the user's to fix: reported in one line.
+USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError,
+               OSError, FloatingPointError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"diva: error: {message}\n")
+
+
+def _field_type(field: dataclasses.Field):
+    """(type, origin, args) of a TrainConfig field, with Optional[X] read as X."""
+    from diva_ext.training.config import TrainConfig
+
+    hint = typing.get_type_hints(TrainConfig)[field.name]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    return hint, origin, args
+
+
+def _key_value(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key, value
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from diva_ext.training.config import config_fields
+
+    explicit = {"dataset", "data_root", "preset", "tasks", "epochs", "batch_size", "seed", "device", "ops"}
+    group = parser.add_argument_group("hyperparameters (each overrides the preset)")
+    for field in config_fields():
+        flag = "--" + field.name.replace("_", "-")
+        hint, origin, args = _field_type(field)
+        kwargs: Dict[str, Any] = {"default": argparse.SUPPRESS, "dest": field.name}
+        target = parser if field.name in explicit else group
+        if field.name == "head_weights":
+            target.add_argument(flag, nargs="+", type=_key_value, metavar="HEAD=WEIGHT",
+                                help="weight of each head in the test embedding", **kwargs)
+        elif origin is tuple:
+            target.add_argument(flag, nargs="+", type=args[0], **kwargs)
+        elif field.name == "ops":
+            target.add_argument(flag, choices=("fused", "reference"), help="fused diva_ext ops or pure PyTorch", **kwargs)
+        elif field.name == "dataset":
+            from diva_ext.data import available
+
+            target.add_argument(flag, choices=available(), help="default: synthetic (embedded, no download)", **kwargs)
+        elif field.name == "preset":
+            from diva_ext.training.presets import PRESETS
+
+            target.add_argument(flag, choices=sorted(PRESETS), help="named hyperparameters (default by dataset)", **kwargs)
+        else:
+            target.add_argument(flag, type=hint, **kwargs)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="diva", description="DiVA deep metric learning on diva_ext's fused operators.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model (default: the embedded synthetic dataset)")
+    _add_config_flags(train)
+    train.add_argument("--out", type=Path, default=Path("runs/diva"), help="output folder (default runs/diva)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE",
+                       help="dataset options, e.g. num_classes=50 for synthetic")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser("eval", help="evaluate a saved model on a test split")
+    ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or best.pt of a run")
+    ev.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
+    ev.add_argument("--data-root", default=None)
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE")
+    ev.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
+    ev.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _parse_option_values(pairs: Sequence) -> Dict[str, Any]:
+    values = {}
+    for key, text in pairs:
+        for cast in (int, float):
+            try:
+                values[key] = cast(text)
+                break
+            except ValueError:
+                continue
+        else:
+            values[key] = text
+    return values
+
+
+def _config_from_args(args: argparse.Namespace):
+    from diva_ext.training import checkpoint as ckpt
+    from diva_ext.training.config import TrainConfig, config_fields
+    from diva_ext.training.presets import DEFAULT_PRESET, PRESETS
+    from diva_ext.training.trainer import CHECKPOINT
+
+    given = {f.name: getattr(args, f.name) for f in config_fields() if hasattr(args, f.name)}
+    if "head_weights" in given:
+        given["head_weights"] = {k: float(v) for k, v in given["head_weights"]}
+    if args.resume:
+        path = args.out / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        values = ckpt.load_checkpoint(path)["config"]
+    else:
+        dataset = given.get("dataset") or PRESETS.get(given.get("preset", ""), {}).get("dataset", "synthetic")
+        preset = given.get("preset") or DEFAULT_PRESET[dataset]
+        values = {**TrainConfig().to_dict(), **PRESETS[preset], "preset": preset, "dataset": dataset}
+    values.update(given)
+    return TrainConfig.from_dict(values).validate()
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".diva_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"cannot write to output folder {folder}: {err.strerror or err}") from err
+
+
+def _print_table(title: str, rows: Dict[str, Dict[str, Any]]) -> None:
+    keys = [k for k in next(iter(rows.values())) if k.startswith("recall@") or k in ("nmi", "map@r")]
+    print(title)
+    print("  ".join(["".ljust(6)] + [k.ljust(9) for k in keys]))
+    for name, metrics in rows.items():
+        print("  ".join([name.ljust(6)] + [f"{metrics[k]:.4f}".ljust(9) for k in keys]))
+
+
+def _train(args) -> int:
+    from diva_ext.training.trainer import DiVATrainer
+
+    config = _config_from_args(args)
+    _check_writable(args.out)
+    trainer = DiVATrainer(config, args.out, progress=not args.no_progress,
+                          dataset_options=_parse_option_values(args.data_option))
+    if args.resume:
+        trainer.resume()
+    print(f"diva train: {config.dataset} ({len(trainer.train_set)} train / {len(trainer.test_set)} test images), "
+          f"preset {config.preset}, tasks {', '.join(config.tasks)}, ops {config.ops}, out {args.out}", flush=True)
+    result = trainer.fit()
+    if result["final"]:
+        _print_table(f"final metrics (epoch {result['final']['epoch']}; best epoch {result['best']['epoch']}):",
+                     {"final": result["final"], "best": result["best"]})
+    print(f"wrote {args.out / 'metrics.json'}, {args.out / 'checkpoint.pt'}, plots in {args.out}")
+    return 0
+
+
+def _eval(args) -> int:
+    from diva_ext import data
+    from diva_ext.data.transforms import make_transforms
+    from diva_ext.evaluation import evaluate
+    from diva_ext.training import checkpoint as ckpt
+    from diva_ext.training.config import TrainConfig
+    from diva_ext.training.trainer import build_model, embed_dataset
+
+    state = ckpt.load_checkpoint(args.checkpoint)
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise ValueError(f"{args.checkpoint} is not a diva checkpoint (no config/model)")
+    config = TrainConfig.from_dict(state["config"])
+    if args.device:
+        config.device = args.device
+    dataset = args.dataset or config.dataset
+    root = args.data_root if args.data_root is not None else (config.data_root if dataset == config.dataset else None)
+    options = _parse_option_values(args.data_option)
+    if dataset == "synthetic":
+        options.setdefault("seed", config.seed)
+    _, test_tf = make_transforms(config.transform, config.image_size)
+    test_set = data.load(dataset, root, "test", test_tf, **options)
+    model = build_model(dataclasses.replace(config, weights=None))
+    model.load_state_dict(state["model"])
+    model.to(config.device)
+    embeddings, labels = embed_dataset(model, test_set, config, config.device, not args.no_progress)
+    metrics = evaluate(embeddings, labels, recall_at=config.recall_at, progress=not args.no_progress)
+    _print_table(f"{dataset} test split ({len(test_set)} images, {test_set.num_classes} classes):", {"test": metrics})
+    if args.out:
+        ckpt.write_json_atomic({"checkpoint": str(args.checkpoint), "dataset": dataset, **metrics}, args.out)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _train(args) if args.command == "train" else _eval(args)
+    except KeyboardInterrupt:
+        print("diva: interrupted; the last finished epoch is in the checkpoint (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, KeyError):
+            message = f"missing key {message}"
+        print(f"diva: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

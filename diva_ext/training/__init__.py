@@ -1,0 +1,1 @@
+"""The DiVA trainer: configuration, presets, the training loop, checkpoints and plots."""

@@ -1,0 +1,68 @@
+"""The trainer's miners, margin losses and MoCo machinery, built from a TrainConfig.
+
+``config.ops`` picks the implementation: ``fused`` (diva_ext's compiled operators) or
+``reference`` (the pure-PyTorch versions in diva_ext.reference), for side-by-side comparison.
+"""
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from diva_ext import losses, miners
+from diva_ext.moco import MemoryQueue, MomentumEncoder
+from diva_ext.training.config import TrainConfig
+
+
+def margin_loss(config: TrainConfig, num_classes: int) -> nn.Module:
+    """DiVA's margin loss with its own class-specific beta (a fresh one per margin task)."""
+    return losses.MarginLoss(num_classes, margin=config.margin, beta_init=config.beta_init)
+
+
+def miner(task: str, config: TrainConfig, generator: torch.Generator):
+    """The task's triplet miner: distance-weighted (discriminative), distance-weighted on
+    permuted labels (shared), or within one class (intra)."""
+    if task == "discriminative":
+        return miners.DistanceWeightedMiner(config.lower_cutoff, config.upper_cutoff, positives="one",
+                                            generator=generator, ops=config.ops)
+    if task == "shared":
+        return miners.SharedMiner(config.lower_cutoff, config.upper_cutoff, generator=generator, ops=config.ops)
+    if task == "intra":
+        return miners.IntraClassMiner(generator=generator)
+    raise ValueError(f"no miner for task {task!r}")
+
+
+class Contrastive:
+    """The self-similarity task: DaNCE between the model's head (queries) and a momentum copy of
+    the whole model's head on a second view (keys), against a FIFO queue of past keys."""
+
+    def __init__(self, config: TrainConfig, model: nn.Module, device: torch.device):
+        self.encoder = MomentumEncoder(model, momentum=config.momentum)
+        self.queue = MemoryQueue.for_batches(config.queue_batches, config.batch_size, config.embed_dim, device=device)
+        self.criterion = losses.DaNCELoss(config.temperature, lower_cutoff=config.lower_cutoff,
+                                          upper_cutoff=config.upper_cutoff, ops=config.ops)
+        self._keys = None
+
+    @torch.no_grad()
+    def keys(self, key_images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(key_images)["selfsimilarity"]
+
+    def enqueue(self, key_images: torch.Tensor) -> None:
+        self.queue.enqueue(self.keys(key_images))
+
+    def loss(self, queries: torch.Tensor, key_images: torch.Tensor) -> torch.Tensor:
+        self._keys = self.keys(key_images)
+        return self.criterion(queries, self._keys, self.queue.negatives())
+
+    def after_step(self, model: nn.Module) -> None:
+        """EMA update of the key encoder, then the step's keys enter the queue."""
+        self.encoder.update(model)
+        self.queue.enqueue(self._keys)
+        self._keys = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"encoder": self.encoder.state_dict(), "queue": self.queue.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.queue.load_state_dict(state["queue"])

@@ -1,0 +1,286 @@
+"""The DiVA training loop (DESIGN §3), read top to bottom as the paper's algorithm:
+
+    heads = model(images)                                   # four normalised 128-d heads
+    L = margin(disc, distance-weighted triplets)
+      + a_ssl    * DaNCE(selfsim, momentum keys, queue)
+      + a_shared * margin(shared, triplets mined on permuted labels)
+      + a_intra  * margin(intra, triplets inside one class)
+      + adversarial decorrelation (selfsim, shared, intra -> disc)
+    step Adam; update the momentum encoder (EMA); enqueue the keys.
+"""
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from diva_ext import data
+from diva_ext.data.sampler import ClassBalancedBatchSampler
+from diva_ext.data.transforms import TwoViews, make_transforms
+from diva_ext.evaluation import combine_embeddings, evaluate
+from diva_ext.losses.adversarial import AdversarialSeparation
+from diva_ext.models import DiVAModel
+from diva_ext.training import checkpoint as ckpt
+from diva_ext.training import components
+from diva_ext.training.config import TrainConfig
+from diva_ext.training.plots import plot_history
+
+MARGIN_TASKS = ("discriminative", "shared", "intra")
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+METRICS = "metrics.json"
+
+
+def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]] = None):
+    """(train set with training augmentation [two views with the self-similarity task], test set)."""
+    train_tf, test_tf = make_transforms(config.transform, config.image_size)
+    if "selfsimilarity" in config.tasks:
+        train_tf = TwoViews(train_tf)
+    options = dict(dataset_options or {})
+    if config.dataset == "synthetic":
+        options.setdefault("seed", config.seed)
+    train_set = data.load(config.dataset, config.data_root, "train", train_tf, **options)
+    test_set = data.load(config.dataset, config.data_root, "test", test_tf, **options)
+    return train_set, test_set
+
+
+def build_model(config: TrainConfig) -> DiVAModel:
+    return DiVAModel(config.tasks, backbone=config.backbone, embed_dim=config.embed_dim,
+                     weights=Path(config.weights) if config.weights else None)
+
+
+@torch.no_grad()
+def embed_dataset(model: DiVAModel, dataset, config: TrainConfig, device: torch.device,
+                  progress: bool = False):
+    """Test embeddings (heads weighted, concatenated, re-normalised) and labels of ``dataset``."""
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=256, shuffle=False, num_workers=config.workers)
+    chunks, labels = [], []
+    for images, batch_labels, _ in tqdm(loader, desc="embed", leave=False, disable=not progress):
+        heads = model(images.to(device))
+        weights = {t: float(config.head_weights.get(t, 1.0)) for t in heads}
+        chunks.append(combine_embeddings(heads, weights).cpu())
+        labels.append(batch_labels)
+    model.train(was_training)
+    return torch.cat(chunks), torch.cat(labels)
+
+
+class DiVATrainer:
+    """Builds everything from a TrainConfig and trains, evaluates and checkpoints into out_dir."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
+                 log: Callable[[str], None] = print, dataset_options: Optional[Dict[str, Any]] = None):
+        self.config = config.validate()
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.log = log
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+
+        self.train_set, self.test_set = load_datasets(config, dataset_options)
+        self.model = build_model(config).to(self.device)
+        tasks = config.tasks
+        self.generator = torch.Generator().manual_seed(config.seed + 1)  # mining randomness
+        num_classes = self.train_set.num_classes
+        self.criteria = nn.ModuleDict({
+            t: components.margin_loss(config, num_classes) for t in MARGIN_TASKS if t in tasks
+        }).to(self.device)
+        self.miners = {t: components.miner(t, config, self.generator) for t in MARGIN_TASKS if t in tasks}
+        self.contrastive = None
+        if "selfsimilarity" in tasks:
+            self.contrastive = components.Contrastive(config, self.model, self.device)
+        pairs = [(t, "discriminative") for t in ("selfsimilarity", "shared", "intra") if t in tasks]
+        self.adversarial = None
+        if pairs and "discriminative" in tasks and config.rho > 0:
+            self.adversarial = AdversarialSeparation(pairs, config.rho, dim=config.embed_dim).to(self.device)
+
+        groups = [
+            {"params": list(self.model.parameters()), "lr": config.lr, "weight_decay": config.weight_decay},
+            {"params": list(self.criteria.parameters()), "lr": config.beta_lr, "weight_decay": 0.0},
+        ]
+        if self.adversarial is not None:
+            groups.append({"params": list(self.adversarial.parameters()), "lr": config.decorrelation_lr,
+                           "weight_decay": 0.0})
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]])
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones), config.gamma)
+        self.sampler = ClassBalancedBatchSampler(
+            self.train_set.labels, config.batch_size, config.samples_per_class,
+            num_batches=config.batches_per_epoch, generator=config.seed,
+        )
+        self.loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler,
+                                                  num_workers=config.workers)
+        self.history: List[Dict[str, Any]] = []
+        self.epoch = 0  # epochs completed
+
+    # -- one step -------------------------------------------------------------------------
+    def training_step(self, images, labels) -> Dict[str, float]:
+        config = self.config
+        if isinstance(images, (list, tuple)):  # two views: the second feeds the momentum encoder
+            images, key_images = images
+        labels = labels.to(self.device)
+        heads = self.model(images.to(self.device))
+        losses: Dict[str, torch.Tensor] = {}
+        for task, criterion in self.criteria.items():
+            triplets = self.miners[task](heads[task], labels)
+            losses[task] = criterion(heads[task], labels, triplets)
+        if self.contrastive is not None:
+            losses["selfsimilarity"] = self.contrastive.loss(heads["selfsimilarity"], key_images.to(self.device))
+        if self.adversarial is not None:
+            losses["decorrelation"] = self.adversarial(heads)
+        total = sum(
+            (l if name == "decorrelation" else config.task_weight(name) * l) for name, l in losses.items()
+        )
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"training loss is not finite ({ {k: float(v) for k, v in losses.items()} })")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        if self.contrastive is not None:
+            self.contrastive.after_step(self.model)
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+
+    # -- epochs ---------------------------------------------------------------------------
+    def train_epoch(self) -> Dict[str, Any]:
+        self.model.train()
+        self.sampler.set_epoch(self.epoch)
+        sums: Dict[str, float] = {}
+        count, images_seen, start = 0, 0, time.time()
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=not self.progress)
+        for images, labels, _ in bar:
+            step = self.training_step(images, labels)
+            for k, v in step.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            images_seen += labels.shape[0]
+            bar.set_postfix(loss=f"{step['loss']:.4f}", img_s=f"{images_seen / (time.time() - start):.0f}")
+        self.scheduler.step()
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        return {
+            "epoch": self.epoch + 1,
+            "loss": means.pop("loss", float("nan")),
+            "losses": means,
+            "steps": count,
+            "train_seconds": round(time.time() - start, 2),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    @torch.no_grad()
+    def fill_queue(self) -> None:
+        """Fill the memory queue with momentum-encoder keys of the first batches, before training
+        (as DiVA does); the sampler's first epoch is replayed, with fresh augmentations."""
+        self.sampler.set_epoch(0)
+        filled = 0
+        with tqdm(total=self.config.queue_batches, desc="fill queue", leave=False, disable=not self.progress) as bar:
+            while filled < self.config.queue_batches:
+                for (_, key_images), _, _ in self.loader:
+                    self.contrastive.enqueue(key_images.to(self.device))
+                    filled += 1
+                    bar.update()
+                    if filled == self.config.queue_batches:
+                        break
+
+    def evaluate(self) -> Dict[str, float]:
+        embeddings, labels = embed_dataset(self.model, self.test_set, self.config, self.device, self.progress)
+        return evaluate(embeddings, labels, recall_at=self.config.recall_at, progress=False)
+
+    def fit(self) -> Dict[str, Any]:
+        """Train up to config.epochs (continuing after a resume); returns the metrics document."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.contrastive is not None and self.epoch == 0:
+            self.fill_queue()
+        while self.epoch < self.config.epochs:
+            record = self.train_epoch()
+            self.epoch += 1
+            if self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs:
+                start = time.time()
+                record.update(self.evaluate())
+                record["eval_seconds"] = round(time.time() - start, 2)
+            self.history.append(record)
+            self.log(_epoch_line(record))
+            if "recall@1" in record and record["recall@1"] >= self.best().get("recall@1", -1.0):
+                ckpt.save_atomic({"config": self.config.to_dict(), "model": self.model.state_dict(),
+                                  "metrics": record}, self.out_dir / BEST)
+            self.save_checkpoint()
+            self.write_metrics()
+        return self.metrics()
+
+    # -- results --------------------------------------------------------------------------
+    def best(self) -> Dict[str, Any]:
+        evaluated = [e for e in self.history if "recall@1" in e]
+        return dict(max(evaluated, key=lambda e: e["recall@1"])) if evaluated else {}
+
+    def metrics(self) -> Dict[str, Any]:
+        evaluated = [e for e in self.history if "recall@1" in e]
+        return {"config": self.config.to_dict(), "epochs": self.history,
+                "final": dict(evaluated[-1]) if evaluated else {}, "best": self.best()}
+
+    def write_metrics(self) -> None:
+        ckpt.write_json_atomic(_finite(self.metrics()), self.out_dir / METRICS)
+        plot_history(self.history, self.out_dir)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "criteria": self.criteria.state_dict(),
+            "adversarial": self.adversarial.state_dict() if self.adversarial is not None else None,
+            "contrastive": self.contrastive.state_dict() if self.contrastive is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": ckpt.rng_states(),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> None:
+        ckpt.save_atomic(self.state_dict(), self.out_dir / CHECKPOINT)
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        saved = TrainConfig.from_dict(state["config"])
+        differ = [k for k, v in saved.to_dict().items()
+                  if k not in ("epochs", "device", "workers", "eval_every") and v != getattr(self.config, k)]
+        if differ:
+            raise ValueError(f"cannot resume: the checkpoint was trained with other settings: "
+                             f"{', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}")
+        self.model.load_state_dict(state["model"])
+        self.criteria.load_state_dict(state["criteria"])
+        if self.adversarial is not None:
+            self.adversarial.load_state_dict(state["adversarial"])
+        if self.contrastive is not None:
+            self.contrastive.load_state_dict(state["contrastive"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        ckpt.set_rng_states(state["rng"])
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+
+    def resume(self, path: Optional[Path] = None) -> None:
+        self.load_state_dict(ckpt.load_checkpoint(Path(path) if path else self.out_dir / CHECKPOINT))
+
+
+def _finite(obj):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _epoch_line(record: Dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}", f"loss {record['loss']:.4f}"]
+    for key in ("recall@1", "recall@2", "nmi", "map@r"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4f}")
+    return "  ".join(parts)
