@@ -41,12 +41,6 @@ constexpr int64_t kGrainElems = int64_t{1} << 15;   // candidates per task: no t
 // a tile plus its scratch stays in L1.
 int64_t cols_per_tile(int64_t elem_size) { return elem_size == 4 ? 1024 : 512; }
 
-// Bins of the log-weight bound table: finer bins filter better but cost four logs each to fill,
-// so small calls get a coarse table.
-int table_bins(int64_t t_count, int64_t b) {
-  return static_cast<int>(std::clamp<int64_t>(t_count * b / 4096, 32, 2048));
-}
-
 // Per-thread scratch of the epilogue.
 struct Scratch {
   std::vector<float> bound, key, group_max;
@@ -74,7 +68,7 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
       tile_cols * std::max<int64_t>(1, kBufferElems / (block_rows * tile_cols));
   const bool by_rows = block_rows >= 4 * threads;
 
-  const DwTable<scalar_t> table = make_dw_table<scalar_t>(table_bins(t_count, b));
+  const DwTable<scalar_t> table = make_dw_table<scalar_t>(dw_table_bins(t_count, b));
   std::vector<float> table_values(static_cast<size_t>(table.bins) + 2);
   fill_dw_table(table_values.data(), table, p);
 

@@ -56,7 +56,7 @@ inline void check_distance_weighted_values(const at::Tensor& x, const at::Tensor
   const double tol = half ? 2e-2 : 1e-3;
   const at::Tensor xf = half ? x.to(at::kFloat) : x;
   // max_i | |x_i|^2 - 1 |: NaN or inf when x has a non-finite value (max propagates NaN).
-  const at::Tensor norm_error = (xf.square().sum(1) - 1).abs().max();
+  const at::Tensor norm_error = xf.square().sum(1).sub(1).abs().max();
   const at::Tensor stats = at::stack({norm_error.to(at::kDouble), anchors.min().to(at::kDouble),
                                       anchors.max().to(at::kDouble)})
                                .cpu();

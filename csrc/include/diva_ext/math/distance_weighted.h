@@ -43,24 +43,18 @@ constexpr std::int32_t kDwNoIndex = std::numeric_limits<std::int32_t>::max();
 // Clamp of 1 - d^2/4 inside the second log (DESIGN §2.2).
 constexpr double kDwMinOneMinusQuarterD2 = 1e-8;
 
+// Bit casts by memcpy: valid in host and device code alike (one path for every compiler, as the
+// CUDA emulation wants), and compiled to a register move.
 DIVA_HD std::uint32_t dw_float_bits(float v) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(v);
-#else
   std::uint32_t u;
-  std::memcpy(&u, &v, sizeof u);
+  memcpy(&u, &v, sizeof u);
   return u;
-#endif
 }
 
 DIVA_HD float dw_bits_float(std::uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
   float v;
-  std::memcpy(&v, &u, sizeof v);
+  memcpy(&v, &u, sizeof v);
   return v;
-#endif
 }
 
 // Natural log of a positive, finite, normal float (musl's logf without the special cases).
@@ -141,6 +135,13 @@ DwTable<Acc> make_dw_table(int bins) {
                       static_cast<Acc>(bins / (2.0 * kDwTableEdge)), bins};
 }
 
+// Bins of the table for a call with t_count anchors and b candidates: finer bins filter better
+// but cost four logs each to fill, so small calls get a coarse table (at most 2048 bins).
+inline int dw_table_bins(long long t_count, long long b) {
+  const long long bins = t_count * b / 4096;
+  return static_cast<int>(bins < 32 ? 32 : (bins > 2048 ? 2048 : bins));
+}
+
 // Index of c's bin in the table (0 and bins + 1: outside).
 template <typename Acc>
 DIVA_HD int dw_table_index(Acc c, const DwTable<Acc>& t) {
@@ -180,9 +181,17 @@ DIVA_HD Philox4x32 dw_noise_stage1(std::uint64_t seed, std::uint64_t offset, std
                        static_cast<std::uint32_t>(seed >> 32));
 }
 
+// Word i of a Philox output by selects, not indexing: a runtime index would put the words in
+// GPU local memory.
+DIVA_HD std::uint32_t dw_word(const Philox4x32& r, int i) {
+  const std::uint32_t lo = (i & 1) ? r.v[1] : r.v[0];
+  const std::uint32_t hi = (i & 1) ? r.v[3] : r.v[2];
+  return (i & 2) ? hi : lo;
+}
+
 // The 16-bit stage-1 draw of candidate 8 * group + k from its group's words.
 DIVA_HD std::uint32_t dw_stage1_bits(const Philox4x32& r, int k) {
-  return (r.v[k >> 1] >> (16 * (k & 1))) & 0xffffu;
+  return (dw_word(r, k >> 1) >> (16 * (k & 1))) & 0xffffu;
 }
 
 // Stage-2 words of candidates 4 * group .. 4 * group + 3 (counters disjoint from stage 1's).

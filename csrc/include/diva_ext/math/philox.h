@@ -6,8 +6,8 @@
 // or wrap state differently. Checked against Random123's known-answer vectors
 // (python_tests/test_distance_weighted_philox.py).
 //
-// NB: plain 32-bit integer arithmetic, written so that GCC vectorises a loop of calls (the
-// 32 x 32 -> 64-bit products become vpmuludq); on the GPU the products use __umulhi.
+// NB: plain integer arithmetic, written so that GCC vectorises a loop of calls (the
+// 32 x 32 -> 64-bit products become vpmuludq).
 #pragma once
 
 #include <cstdint>
@@ -26,12 +26,9 @@ struct Philox4x32 {
   std::uint32_t v[4];
 };
 
+// The high word of a * b (nvcc turns this into mul.hi.u32; one code path for every compiler).
 DIVA_HD std::uint32_t philox_mulhi(std::uint32_t a, std::uint32_t b) {
-#if defined(__CUDA_ARCH__)
-  return __umulhi(a, b);
-#else
   return static_cast<std::uint32_t>((static_cast<std::uint64_t>(a) * b) >> 32);
-#endif
 }
 
 // The 4x32-10 bijection of the 128-bit counter (c0, c1, c2, c3) under the 64-bit key (k0, k1).
