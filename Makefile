@@ -2,7 +2,7 @@
 .PHONY: run test setup emulated
 
 run: setup
-	.venv/bin/python bench/run_all.py
+	.venv/bin/diva train --out runs/diva
 
 test:
 	scripts/test.sh
