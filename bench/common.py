@@ -30,6 +30,8 @@ def machine_info(device):
         "threads": torch.get_num_threads(),
         "cpu": _cpu_name(),
         "python": platform.python_version(),
+        # Other work on the machine skews CPU timings; record how busy it was at the start.
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if torch.device(device).type == "cuda":
