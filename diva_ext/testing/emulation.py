@@ -69,3 +69,19 @@ def without_barrier(header, line):
         yield
     finally:
         ops.set_barrier_mutation("", 0)
+
+
+def barrier_removal_is_caught(header, line, run, tries=3):
+    """True when skipping the __syncthreads() at `header`:`line` changes what `run(seed)` returns
+    (a list of tensors; correct kernels are bitwise schedule-independent) under one of `tries`
+    schedules, or makes the launch fail."""
+    want = run(base_seed())
+    with without_barrier(header, line):
+        for seed in seeds(tries):
+            try:
+                got = run(seed)
+            except RuntimeError:
+                return True
+            if not all(torch.equal(a, b) for a, b in zip(got, want)):
+                return True
+    return False
