@@ -339,3 +339,54 @@ def test_overflowing_logits_raise():
     args["q"] = args["q"] * 1e30  # finite, but the logits are not
     with pytest.raises(RuntimeError, match=r"logits overflowed .* L2-normalised"):
         ops.info_nce(**args, **kw)
+
+
+# ---- CUDA (skipped without a GPU; the same kernels run in CI through the emulation) ---------
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("b,k,d", [(1, 1, 8), (3, 5000, 128), (130, 700, 64), (1030, 4099, 128)])
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(b, k, d, weighting, dtype, generator):
+    q, pos, queue = moco_inputs(b, k, d, generator, dtype)
+    g = torch.randn(b, generator=generator, dtype=dtype)
+    for needs in [(True, True, False), (True, True, True)]:
+        outs = {}
+        for dev in ("cpu", "cuda"):
+            ins = [t.to(dev).requires_grad_(n) for t, n in zip((q, pos, queue), needs)]
+            loss, lse = ops.info_nce(*ins, weighting=weighting, temperature=0.05)
+            grads = torch.autograd.grad((loss * g.to(dev)).sum() + lse.sum(), [t for t in ins if t.requires_grad])
+            outs[dev] = [t.cpu() for t in (loss, lse, *grads)]
+        tol = 1e-10 if dtype == torch.float64 else (2e-4 if weighting == "dance" else 2e-5)
+        for a, c in zip(outs["cpu"], outs["cuda"]):
+            torch.testing.assert_close(c, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_cuda_half_precision_error_within_twice_torch(dtype, weighting, generator):
+    q, pos, queue = (t.to(dtype).cuda() for t in moco_inputs(256, 4096, 128, generator))
+    want = ref64(q, pos, queue, weighting=weighting)
+    ours = ops.info_nce(q, pos, queue, weighting=weighting)
+    theirs = reference.info_nce(q, pos, queue, weighting=weighting)
+    for o, t, w in zip(ours, theirs, want):
+        assert o.dtype == dtype
+        assert (o.double() - w).abs().max() <= 2 * (t.double() - w).abs().max() + 1e-6
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_runs_on_current_stream(generator):
+    q, pos, queue = (t.cuda() for t in moco_inputs(64, 3000, 64, generator))
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        loss, lse = ops.info_nce(q, pos, queue)
+    s.synchronize()
+    want = ref64(q.cpu(), pos.cpu(), queue.cpu())
+    torch.testing.assert_close(loss.cpu().double(), want[0], rtol=1e-4, atol=1e-5)

@@ -34,8 +34,6 @@ using math::DanceParams;
 struct VecMath {
   template <typename T>
   static DIVA_ALWAYS_INLINE T exp(T x) { return vexp(x); }
-  template <typename T>
-  static DIVA_ALWAYS_INLINE T log(T x) { return vlog(x); }
 };
 
 template <typename T>
@@ -138,7 +136,7 @@ DIVA_ALWAYS_INLINE void weight_stats_row_impl(const T* __restrict__ s, T* __rest
                                               int64_t n, const DanceParams<T>& p, T& max_lw,
                                               T& sum, int64_t& floored) {
   for (int64_t j = 0; j < n; ++j) {
-    scratch[j] = math::dance_log_weight<VecMath>(math::dance_d2(s[j], p), p);
+    scratch[j] = math::dance_log_weight(s[j], p);
   }
   const T tile_max = max_of(scratch, n);
   const T m_new = tile_max > max_lw ? tile_max : max_lw;
@@ -150,7 +148,7 @@ DIVA_ALWAYS_INLINE void weight_stats_row_impl(const T* __restrict__ s, T* __rest
   for (; j + W <= n; j += W) {
     for (int u = 0; u < W; ++u) {
       const T rel = scratch[j + u] - m_new;
-      const bool keep = math::dance_in_cutoff(math::dance_d2(s[j + u], p), p) & (rel > floor);
+      const bool keep = math::dance_in_cutoff(s[j + u], p) & (rel > floor);
       const T kept = keep ? T(1) : T(0);
       acc[u] += kept * vexp(rel);
       cnt[u] += T(1) - kept;
@@ -160,7 +158,7 @@ DIVA_ALWAYS_INLINE void weight_stats_row_impl(const T* __restrict__ s, T* __rest
   T tile_cnt = lane_sum(cnt);  // exact: at most n small integers
   for (; j < n; ++j) {
     const T rel = scratch[j] - m_new;
-    const bool keep = math::dance_in_cutoff(math::dance_d2(s[j], p), p) & (rel > floor);
+    const bool keep = math::dance_in_cutoff(s[j], p) & (rel > floor);
     tile_sum += keep ? vexp(rel) : T(0);
     tile_cnt += keep ? T(0) : T(1);
   }

@@ -6,13 +6,14 @@
 // (max, sum) pair per row, rescaled whenever the running maximum grows, and merge pairs from
 // K-chunks with merge_max_sum (FlashAttention's rescaling).
 //
-// DaNCE weights (the same log-weight as distance_weighted_negatives, DESIGN §2.2, n = D):
-//   d2 = max(2 - 2 s, 0, lower_cutoff^2)   (= clamp(sqrt(max(2 - 2s, 0)), min=lc)^2)
-//   log w = (2 - n)/2 * log(d2) - (n - 3)/2 * log(max(1 - d2/4, 1e-8))
-//   w_ij = max(exp(log w_ij - M_i) * [d2 <= upper_cutoff^2], 1e-45) / Z_i
+// DaNCE weights: log w is distance_weighted_negatives' log-weight (DESIGN §2.2, n = D, the same
+// function: math/distance_weighted.h), from the inner product s with d = max(sqrt(2 - 2s), lc):
+//   log w = (2 - n) log d - (n - 3)/2 log(max(1 - d^2/4, 1e-8))
+//   w_ij = max(exp(log w_ij - M_i) * [d_ij <= upper_cutoff], 1e-45) / Z_i
 // with M_i = max_j log w_ij over all j and Z_i the row sum. Kernels keep log Z_i and evaluate
 //   w_ij = exp(max(log w_ij - M_i, log 1e-45) - log Z_i)    (0 -> log 1e-45 outside the cutoff)
-// which equals the contract's formula and stays a normal number even when Z_i is tiny.
+// which equals the contract's formula and stays a normal number even when Z_i is tiny. The
+// cutoff d <= uc is the threshold s >= 1 - uc^2/2 (valid as lower_cutoff <= upper_cutoff).
 //
 // NB: the first pass computes (M_i, Z_i) online. A term is counted as clamped (1e-45) when it
 // is under the floor relative to the running maximum; a term that only falls under the floor
@@ -20,56 +21,36 @@
 // below K * 1e-45 absolute: it only shows when every weight of a row underflows relative to a
 // maximum that lies beyond the upper cutoff.
 //
-// NB: the Math policy supplies exp and log (CPU: vectorisable polynomials; CUDA: the device
-// functions) so both back ends evaluate the same expressions in the same order.
+// NB: the Math policy supplies exp (CPU: a vectorisable polynomial; CUDA: the device function)
+// so both back ends evaluate the same expressions in the same order.
 #pragma once
 
 #include "diva_ext/device.h"
+#include "diva_ext/math/distance_weighted.h"
 
 namespace diva_ext::math {
 
 // log(1e-45): the floor of a DaNCE weight before normalisation.
 constexpr double kDanceLogFloor = -103.61632918473205;
-// Floor of 1 - d^2/4 under the second logarithm (DESIGN §2.2).
-constexpr double kDanceSinFloor = 1e-8;
 
 template <typename Acc>
-struct DanceParams {
-  Acc half_two_minus_n;    // (2 - n) / 2
-  Acc half_n_minus_three;  // (n - 3) / 2
-  Acc lower2;              // lower_cutoff^2
-  Acc upper2;              // upper_cutoff^2 (inf when there is no upper cutoff)
-};
+using DanceParams = DwParams<Acc>;
 
+// Host side: the constants of a call (n = D).
 template <typename Acc>
-DIVA_HD DanceParams<Acc> make_dance_params(long long dim, double lower_cutoff,
-                                           double upper_cutoff) {
-  DanceParams<Acc> p;
-  p.half_two_minus_n = static_cast<Acc>((2.0 - static_cast<double>(dim)) / 2.0);
-  p.half_n_minus_three = static_cast<Acc>((static_cast<double>(dim) - 3.0) / 2.0);
-  p.lower2 = static_cast<Acc>(lower_cutoff * lower_cutoff);
-  p.upper2 = static_cast<Acc>(upper_cutoff * upper_cutoff);
-  return p;
-}
-
-// Squared distance of unit vectors with inner product s, clamped below at lower_cutoff^2.
-template <typename Acc>
-DIVA_HD Acc dance_d2(Acc s, const DanceParams<Acc>& p) {
-  Acc d2 = Acc(2) - Acc(2) * s;
-  d2 = d2 > p.lower2 ? d2 : p.lower2;  // lower2 > 0, so this also clamps at 0
-  return d2;
-}
-
-template <typename Math, typename Acc>
-DIVA_HD Acc dance_log_weight(Acc d2, const DanceParams<Acc>& p) {
-  Acc sin2 = Acc(1) - Acc(0.25) * d2;
-  sin2 = sin2 > Acc(kDanceSinFloor) ? sin2 : Acc(kDanceSinFloor);
-  return p.half_two_minus_n * Math::log(d2) - p.half_n_minus_three * Math::log(sin2);
+DanceParams<Acc> make_dance_params(long long dim, double lower_cutoff, double upper_cutoff) {
+  return make_dw_params<Acc>(lower_cutoff, upper_cutoff, static_cast<double>(dim));
 }
 
 template <typename Acc>
-DIVA_HD bool dance_in_cutoff(Acc d2, const DanceParams<Acc>& p) {
-  return d2 <= p.upper2;
+DIVA_HD Acc dance_log_weight(Acc s, const DanceParams<Acc>& p) {
+  return dw_log_weight(s, p);
+}
+
+// d <= upper_cutoff (the contract zeroes weights where d > upper_cutoff).
+template <typename Acc>
+DIVA_HD bool dance_in_cutoff(Acc s, const DanceParams<Acc>& p) {
+  return s >= p.c_upper;
 }
 
 // log of the unnormalised, floored weight relative to the row maximum max_lw.
@@ -83,13 +64,12 @@ DIVA_HD Acc dance_log_floored(Acc lw, Acc max_lw, bool in_cutoff) {
 // The normalised weight w_ij of an inner product s, given the row's (M_i, log Z_i).
 template <typename Math, typename Acc>
 DIVA_HD Acc dance_weight(Acc s, Acc max_lw, Acc log_z, const DanceParams<Acc>& p) {
-  const Acc d2 = dance_d2(s, p);
-  const Acc lw = dance_log_weight<Math>(d2, p);
-  return Math::exp(dance_log_floored(lw, max_lw, dance_in_cutoff(d2, p)) - log_z);
+  return Math::exp(dance_log_floored(dance_log_weight(s, p), max_lw, dance_in_cutoff(s, p)) - log_z);
 }
 
 // Merges the online pair (m_b, l_b) into (m_a, l_a): l is a sum of exp(x - m) over its terms.
-// m = -inf marks an empty pair. Returns the factor that rescales quantities of a (e.g. O).
+// m = -inf marks an empty pair. scale_a and scale_b rescale quantities accumulated along with
+// a and b (e.g. their parts of O) to the merged maximum.
 template <typename Math, typename Acc>
 DIVA_HD void merge_max_sum(Acc& m_a, Acc& l_a, Acc m_b, Acc l_b, Acc& scale_a, Acc& scale_b) {
   const Acc m = m_a > m_b ? m_a : m_b;

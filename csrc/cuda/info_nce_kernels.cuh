@@ -1,0 +1,522 @@
+// CUDA kernels of info_nce (torch-free: compiled by nvcc through info_nce.cu and on the CPU by
+// the CUDA emulation, csrc/emulation/info_nce.cpp). Math: diva_ext/math/info_nce.h.
+//
+// One tile kernel serves every pass over the [B, K] inner products. A 256-thread block owns 64
+// "A" rows and walks a range of 64-row "B" tiles (a split); per tile it
+//   1. computes the 64 x 64 inner products S = A B^T into shared memory (tile_products: CUDA
+//      cores in Acc for float32/float64, nvcuda::wmma tensor-core tiles with float accumulation
+//      for float16/bfloat16);
+//   2. runs the epilogue of its mode on S, 4 threads per row, 16 entries each (the row's
+//      reductions are shuffles among those 4 lanes, in a fixed order);
+//   3. for modes with an output, adds P V to its [64, D] output rows (V = the B tile's rows, P
+//      the epilogue's tile), D in chunks of 64 columns, read-modify-write in global memory: the
+//      thread that owns an element keeps it for the whole kernel, so no atomics.
+// Modes (NceMode):
+//   kNceWeights    A = q, B = queue: DaNCE's first pass, online (max log-weight, sum, floored).
+//   kNceLogits     A = q, B = queue: online (max, sum) of the logits; with an output, O += P V
+//                  rescaled by e^(m_old - m_new) (FlashAttention), P = c e^(x - m).
+//   kNceGradQ      A = q, B = queue: out += P' queue, P' = (g + h)/T c e^(c s / T - lse).
+//   kNceGradQueue  A = queue, B = q: out += P'^T q (one split: a block owns its queue rows).
+// Splits: when B has few row blocks, K is split across blocks (grid.x); each split keeps its own
+// partial (max, sum[, O]) per row, merged afterwards in split order by info_nce_finish_kernel
+// (deterministic: nothing depends on the block schedule).
+#pragma once
+
+#include <cstdint>
+
+#include "diva_ext/device.h"
+#include "diva_ext/math/info_nce.h"
+
+namespace diva_ext::cuda {
+
+constexpr int kNceTile = 64;     // A rows per block, B rows per tile
+constexpr int kNceStep = 16;     // reduction steps staged in shared memory
+constexpr int kNceThreads = 256; // GEMM: 16 x 16 threads, 4 x 4 outputs; epilogue: 4 per row
+constexpr int kNceSPad = 65;     // row stride of the S / P tile
+constexpr int kNceVPad = 68;     // row stride of the staged slices
+constexpr int kNceFinishThreads = 128;
+
+enum NceMode : int { kNceWeights = 0, kNceLogits = 1, kNceGradQ = 2, kNceGradQueue = 3 };
+
+// The math policy of device code: CUDA's math functions (the host's under the emulation).
+struct NceDeviceMath {
+  __device__ static __forceinline__ float exp(float x) { return ::expf(x); }
+  __device__ static __forceinline__ double exp(double x) { return ::exp(x); }
+  __device__ static __forceinline__ float log(float x) { return ::logf(x); }
+  __device__ static __forceinline__ double log(double x) { return ::log(x); }
+  __device__ static __forceinline__ float log1p(float x) { return ::log1pf(x); }
+  __device__ static __forceinline__ double log1p(double x) { return ::log1p(x); }
+  __device__ static __forceinline__ float expm1(float x) { return ::expm1f(x); }
+  __device__ static __forceinline__ double expm1(double x) { return ::expm1(x); }
+};
+
+template <typename Acc>
+__device__ __forceinline__ Acc nce_neg_inf() {
+  return -static_cast<Acc>(INFINITY);
+}
+
+template <typename T, typename Acc>
+struct NceTileArgs {
+  gmem<const T> a;         // [rows_a, d]: the rows a block owns
+  gmem<const T> b;         // [rows_b, d]: the rows its tiles walk
+  long long rows_a, rows_b, d;
+  long long tiles_per_split;
+  Acc inv_t;
+  math::DanceParams<Acc> dance;
+  gmem<const Acc> stats;   // [B, 4] by q row: lse, loss, max log-weight, log normaliser
+  gmem<const Acc> factor;  // [B] by q row: (g + h) / T (gradient modes)
+  gmem<Acc> part_m;        // [splits, rows_a] (kNceWeights, kNceLogits)
+  gmem<Acc> part_l;        // [splits, rows_a]
+  gmem<std::int64_t> part_floored;  // [splits, rows_a] (kNceWeights)
+  gmem<Acc> out;           // [splits, rows_a, d] (see the modes; kNceLogits only if want_out)
+  bool want_out;
+};
+
+// ---- 1. the tile of inner products --------------------------------------------------------
+
+// S[r][c] = <a_r, b_c> for the 64 x 64 tile at rows a0 of a and b0 of b, into s_tile (row stride
+// kNceSPad); rows beyond the ends read as 0. The staging slices live inside s_tile's storage
+// (s_tile is written only after the last slice is consumed).
+template <typename T, typename Acc>
+__device__ __forceinline__ void tile_products(const NceTileArgs<T, Acc>& p, long long a0,
+                                              long long b0, gmem<Acc> s_tile) {
+  gmem<Acc> a_s = s_tile;                          // [kNceStep][kNceVPad], k-major
+  gmem<Acc> b_s = s_tile + kNceStep * kNceVPad;    // [kNceStep][kNceVPad]
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;
+  const int load_row = tid / 4, load_k = 4 * (tid % 4);
+  Acc acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
+  for (long long k0 = 0; k0 < p.d; k0 += kNceStep) {
+    for (int e = 0; e < 4; ++e) {
+      const long long k = k0 + load_k + e;
+      const long long ar = a0 + load_row, br = b0 + load_row;
+      a_s[(load_k + e) * kNceVPad + load_row] =
+          (ar < p.rows_a && k < p.d) ? static_cast<Acc>(p.a[ar * p.d + k]) : Acc(0);
+      b_s[(load_k + e) * kNceVPad + load_row] =
+          (br < p.rows_b && k < p.d) ? static_cast<Acc>(p.b[br * p.d + k]) : Acc(0);
+    }
+    __syncthreads();
+    for (int kk = 0; kk < kNceStep; ++kk) {
+      Acc av[4], bv[4];
+      for (int i = 0; i < 4; ++i) av[i] = a_s[kk * kNceVPad + ty + 16 * i];
+      for (int j = 0; j < 4; ++j) bv[j] = b_s[kk * kNceVPad + tx + 16 * j];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) s_tile[(ty + 16 * i) * kNceSPad + tx + 16 * j] = acc[i][j];
+}
+
+// ---- 3. out rows += P V -------------------------------------------------------------------
+
+// out[a0 + r][:] = out * row_scale[r] + sum_c P[r][c] v[b0 + c][:] (out = the sum on the first
+// tile). P is s_tile; v_s is a [kNceStep][kNceVPad] staging slice.
+template <typename T, typename Acc>
+__device__ __forceinline__ void accumulate_pv(const NceTileArgs<T, Acc>& p, long long a0,
+                                              long long b0, gmem<Acc> s_tile, gmem<Acc> v_s,
+                                              const Acc* row_scale, gmem<Acc> out, bool first) {
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;
+  const int load_kk = tid / 16, load_c = 4 * (tid % 16);
+  for (long long d0 = 0; d0 < p.d; d0 += kNceTile) {
+    Acc acc[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
+    for (int kk0 = 0; kk0 < kNceTile; kk0 += kNceStep) {
+      const long long vr = b0 + kk0 + load_kk;
+      for (int e = 0; e < 4; ++e) {
+        const long long c = d0 + load_c + e;
+        v_s[load_kk * kNceVPad + load_c + e] =
+            (vr < p.rows_b && c < p.d) ? static_cast<Acc>(p.b[vr * p.d + c]) : Acc(0);
+      }
+      __syncthreads();
+      for (int kk = 0; kk < kNceStep; ++kk) {
+        Acc pv[4], vv[4];
+        for (int i = 0; i < 4; ++i) pv[i] = s_tile[(ty + 16 * i) * kNceSPad + kk0 + kk];
+        for (int j = 0; j < 4; ++j) vv[j] = v_s[kk * kNceVPad + tx + 16 * j];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) acc[i][j] += pv[i] * vv[j];
+      }
+      __syncthreads();
+    }
+    for (int i = 0; i < 4; ++i) {
+      const long long r = a0 + ty + 16 * i;
+      if (r >= p.rows_a) continue;
+      const Acc scale = row_scale[ty + 16 * i];
+      for (int j = 0; j < 4; ++j) {
+        const long long c = d0 + tx + 16 * j;
+        if (c >= p.d) continue;
+        const long long idx = r * p.d + c;
+        out[idx] = first ? acc[i][j] : out[idx] * scale + acc[i][j];
+      }
+    }
+  }
+}
+
+// ---- the tile kernel ----------------------------------------------------------------------
+
+template <typename Acc>
+__device__ __forceinline__ Acc quad_max(Acc v) {
+  for (int offset = 1; offset < 4; offset *= 2) {
+    const Acc o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+template <typename V>
+__device__ __forceinline__ V quad_sum(V v) {
+  // (a + b) + (c + d) in every lane: the same bits wherever the row's lanes sit.
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  return v;
+}
+
+template <typename T, typename Acc, int kMode, bool kDance>
+__global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs<T, Acc> p) {
+  DIVA_DYNAMIC_SHARED(Acc, smem);
+  gmem<Acc> s_tile = smem;                           // [kNceTile][kNceSPad]
+  gmem<Acc> v_s = smem + kNceTile * kNceSPad;        // [kNceStep][kNceVPad]
+  __shared__ Acc row_scale[kNceTile];
+  __shared__ Acc q_lse[kNceTile], q_factor[kNceTile], q_max_lw[kNceTile], q_log_z[kNceTile];
+
+  using M = NceDeviceMath;
+  const int tid = threadIdx.x;
+  const int er = tid / 4, eq = tid % 4;  // epilogue: row er, entries 16 eq .. 16 eq + 15
+  const long long a0 = static_cast<long long>(blockIdx.y) * kNceTile;
+  const long long split = blockIdx.x;
+  const long long tiles = (p.rows_b + kNceTile - 1) / kNceTile;
+  const long long t0 = split * p.tiles_per_split;
+  const long long t1 = t0 + p.tiles_per_split < tiles ? t0 + p.tiles_per_split : tiles;
+  const bool has_pv = kMode == kNceGradQ || kMode == kNceGradQueue || (kMode == kNceLogits && p.want_out);
+  gmem<Acc> out = has_pv ? p.out + split * p.rows_a * p.d : p.out;
+
+  // Statistics of the q rows: per A row for the q-side modes (loaded once), per B row for
+  // kNceGradQueue (loaded per tile).
+  auto load_q_stats = [&](long long q0, long long q_rows) {
+    if (tid < kNceTile) {
+      const long long r = q0 + tid;
+      const bool ok = r < q_rows;
+      q_lse[tid] = ok ? p.stats[r * 4 + 0] : Acc(0);
+      q_factor[tid] = ok && p.factor ? p.factor[r] : Acc(0);
+      q_max_lw[tid] = ok ? p.stats[r * 4 + 2] : Acc(0);
+      q_log_z[tid] = ok ? p.stats[r * 4 + 3] : Acc(0);
+    }
+  };
+  if (kMode == kNceGradQ || (kMode == kNceLogits && kDance)) load_q_stats(a0, p.rows_a);
+  if (tid < kNceTile) row_scale[tid] = Acc(1);
+  // (No barrier here: tile_products is followed by one before anything reads these.)
+
+  Acc m = nce_neg_inf<Acc>(), l = Acc(0);
+  std::int64_t floored = 0;
+
+  for (long long t = t0; t < t1; ++t) {
+    const long long b0 = t * kNceTile;
+    if (kMode == kNceGradQueue) load_q_stats(b0, p.rows_b);
+    tile_products(p, a0, b0, s_tile);
+    __syncthreads();
+
+    Acc x[16];
+    bool valid[16];
+    for (int e = 0; e < 16; ++e) {
+      const int c = 16 * eq + e;
+      valid[e] = b0 + c < p.rows_b;
+      x[e] = s_tile[er * kNceSPad + c];
+    }
+    if (kMode == kNceWeights) {
+      Acc tile_max = nce_neg_inf<Acc>();
+      for (int e = 0; e < 16; ++e) {
+        x[e] = valid[e] ? math::dance_log_weight(x[e], p.dance) : nce_neg_inf<Acc>();
+        tile_max = x[e] > tile_max ? x[e] : tile_max;
+      }
+      // in_cutoff needs s again: the tile still holds it.
+      tile_max = quad_max(tile_max);
+      const Acc m_new = tile_max > m ? tile_max : m;
+      const Acc rescale = m == m_new ? Acc(1) : M::exp(m - m_new);
+      Acc sum = Acc(0);
+      int count = 0;
+      for (int e = 0; e < 16; ++e) {
+        const Acc s = s_tile[er * kNceSPad + 16 * eq + e];
+        const Acc rel = x[e] - m_new;
+        const bool keep = valid[e] & math::dance_in_cutoff(s, p.dance) &
+                          (rel > static_cast<Acc>(math::kDanceLogFloor));
+        sum += keep ? M::exp(rel) : Acc(0);
+        count += valid[e] & !keep;
+      }
+      sum = quad_sum(sum);
+      count = quad_sum(count);
+      l = l * rescale + sum;
+      m = m_new;
+      floored += count;
+    } else if (kMode == kNceLogits) {
+      Acc c[16];
+      Acc tile_max = nce_neg_inf<Acc>();
+      for (int e = 0; e < 16; ++e) {
+        c[e] = kDance ? math::dance_weight<M>(x[e], q_max_lw[er], q_log_z[er], p.dance) : Acc(1);
+        x[e] = valid[e] ? c[e] * (x[e] * p.inv_t) : nce_neg_inf<Acc>();
+        tile_max = x[e] > tile_max ? x[e] : tile_max;
+      }
+      tile_max = quad_max(tile_max);
+      const Acc m_new = tile_max > m ? tile_max : m;
+      const Acc rescale = m == m_new ? Acc(1) : M::exp(m - m_new);
+      Acc sum = Acc(0);
+      for (int e = 0; e < 16; ++e) {
+        const Acc ex = valid[e] ? M::exp(x[e] - m_new) : Acc(0);
+        sum += ex;
+        if (p.want_out) s_tile[er * kNceSPad + 16 * eq + e] = c[e] * ex;
+      }
+      sum = quad_sum(sum);
+      l = l * rescale + sum;
+      m = m_new;
+      if (eq == 0) row_scale[er] = rescale;
+    } else {
+      for (int e = 0; e < 16; ++e) {
+        const int qi = kMode == kNceGradQ ? er : 16 * eq + e;  // the q row of this entry
+        const Acc c = kDance ? math::dance_weight<M>(x[e], q_max_lw[qi], q_log_z[qi], p.dance) : Acc(1);
+        const Acc g = q_factor[qi] * c * M::exp(c * (x[e] * p.inv_t) - q_lse[qi]);
+        s_tile[er * kNceSPad + 16 * eq + e] = valid[e] ? g : Acc(0);
+      }
+    }
+    // Without P V (kNceWeights, kNceLogits without O) this orders the epilogue's reads of the
+    // tile before the next tile's staging overwrites its storage; with P V, accumulate_pv's own
+    // barriers order both its reads of P and the next staging.
+    __syncthreads();  // write-after-read only (test_cuda_emulation_info_nce.py: WAR_ONLY)
+    if (has_pv) accumulate_pv(p, a0, b0, s_tile, v_s, row_scale, out, t == t0);
+  }
+
+  if ((kMode == kNceWeights || kMode == kNceLogits) && eq == 0 && a0 + er < p.rows_a) {
+    const long long idx = split * p.rows_a + a0 + er;
+    p.part_m[idx] = m;
+    p.part_l[idx] = l;
+    if (kMode == kNceWeights) p.part_floored[idx] = floored;
+  }
+}
+
+// ---- merges and per-row work --------------------------------------------------------------
+
+// DaNCE: stats[:, 2:4] = (max log-weight, log normaliser) from the splits' partials.
+template <typename Acc>
+__global__ void info_nce_weights_merge_kernel(gmem<const Acc> part_m, gmem<const Acc> part_l,
+                                              gmem<const std::int64_t> part_floored, long long splits,
+                                              long long rows, gmem<Acc> stats) {
+  const long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  Acc m = nce_neg_inf<Acc>(), l = Acc(0), sa, sb;
+  std::int64_t floored = 0;
+  for (long long s = 0; s < splits; ++s) {
+    math::merge_max_sum<NceDeviceMath>(m, l, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
+    floored += part_floored[s * rows + r];
+  }
+  // NB: in double, as on the CPU: a row whose weights all sit at the floor keeps a finite log Z.
+  const double z = static_cast<double>(l) + static_cast<double>(floored) * 1e-45;
+  stats[r * 4 + 2] = m;
+  stats[r * 4 + 3] = static_cast<Acc>(::log(z));
+}
+
+// One block per row: merges the splits' (max, sum, O) in split order, adds the positive logit
+// and writes loss, lse, stats[:, 0:2] (and 0 for stats[:, 2:4] unless weight_stats: the DaNCE
+// pass wrote them) and O.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kNceFinishThreads)
+    info_nce_finish_kernel(gmem<const T> q, gmem<const T> k, gmem<const Acc> part_m,
+                           gmem<const Acc> part_l, gmem<const Acc> part_o, long long splits,
+                           long long rows, long long d, Acc inv_t, bool weight_stats, gmem<Acc> stats,
+                           gmem<T> loss_out, gmem<T> lse_out, gmem<Acc> o) {
+  __shared__ Acc partial[kNceFinishThreads];
+  __shared__ Acc o_scale_s;
+  using M = NceDeviceMath;
+  const long long r = blockIdx.x;
+  const int tid = threadIdx.x;
+  Acc dot = Acc(0);
+  for (long long c = tid; c < d; c += kNceFinishThreads) {
+    dot += static_cast<Acc>(q[r * d + c]) * static_cast<Acc>(k[r * d + c]);
+  }
+  partial[tid] = dot;
+  __syncthreads();
+  for (int width = kNceFinishThreads / 2; width > 0; width /= 2) {
+    if (tid < width) partial[tid] += partial[tid + width];
+    __syncthreads();
+  }
+  // Every thread merges the (max, sum) pairs (a few values per split), in split order.
+  Acc m = nce_neg_inf<Acc>(), l = Acc(0), sa, sb;
+  for (long long s = 0; s < splits; ++s) {
+    math::merge_max_sum<M>(m, l, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
+  }
+  if (tid == 0) {
+    Acc loss, lse, o_scale;
+    math::finish_row<M>(m, l, partial[0] * inv_t, loss, lse, o_scale);
+    stats[r * 4 + 0] = lse;
+    stats[r * 4 + 1] = loss;
+    if (!weight_stats) {
+      stats[r * 4 + 2] = Acc(0);
+      stats[r * 4 + 3] = Acc(0);
+    }
+    loss_out[r] = static_cast<T>(loss);
+    lse_out[r] = static_cast<T>(lse);
+    o_scale_s = o_scale;
+  }
+  __syncthreads();
+  if (!o) return;
+  const Acc o_scale = o_scale_s;
+  for (long long c = tid; c < d; c += kNceFinishThreads) {
+    Acc acc = Acc(0), mm = nce_neg_inf<Acc>(), ll = Acc(0);
+    for (long long s = 0; s < splits; ++s) {
+      math::merge_max_sum<M>(mm, ll, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
+      acc = acc * sa + part_o[(s * rows + r) * d + c] * sb;
+    }
+    o[r * d + c] = acc * o_scale;
+  }
+}
+
+// Per row: pos = (g (p_pos - 1) + h p_pos) / T and factor = (g + h) / T (math::row_grad_factors).
+template <typename T, typename Acc>
+__global__ void info_nce_grad_rows_kernel(gmem<const T> grad_loss, gmem<const T> grad_lse,
+                                          gmem<const Acc> stats, long long rows, Acc inv_t,
+                                          gmem<Acc> pos, gmem<Acc> factor) {
+  const long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  Acc ps, ng;
+  math::row_grad_factors<NceDeviceMath>(stats[r * 4 + 1], static_cast<Acc>(grad_loss[r]),
+                                        static_cast<Acc>(grad_lse[r]), ps, ng);
+  pos[r] = ps * inv_t;
+  factor[r] = ng * inv_t;
+}
+
+// grad_k = pos * q; grad_q = pos * k + (factor * O, or the splits' recomputed parts in order).
+template <typename T, typename Acc>
+__global__ void info_nce_grad_finish_kernel(gmem<const T> q, gmem<const T> k, gmem<const Acc> o,
+                                            gmem<const Acc> part_q, long long splits,
+                                            gmem<const Acc> pos, gmem<const Acc> factor,
+                                            long long rows, long long d, gmem<T> grad_q,
+                                            gmem<T> grad_k) {
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * d) return;
+  const long long r = i / d;
+  if (grad_k) grad_k[i] = static_cast<T>(pos[r] * static_cast<Acc>(q[i]));
+  if (grad_q) {
+    Acc g = pos[r] * static_cast<Acc>(k[i]);
+    if (o) {
+      g += factor[r] * o[i];
+    } else {
+      Acc neg = Acc(0);
+      for (long long s = 0; s < splits; ++s) neg += part_q[s * rows * d + i];
+      g += neg;
+    }
+    grad_q[i] = static_cast<T>(g);
+  }
+}
+
+// ---- host side: the plan and the launch sequences -----------------------------------------
+
+struct NcePlan {
+  long long row_blocks, tiles, tiles_per_split, splits;
+};
+
+// Splits of rows_b's tiles so that row_blocks x splits fills about two waves of num_sms; one
+// split when single_split. rows_a, rows_b >= 1.
+inline NcePlan plan_info_nce(long long rows_a, long long rows_b, int num_sms, bool single_split) {
+  NcePlan plan;
+  plan.row_blocks = (rows_a + kNceTile - 1) / kNceTile;
+  plan.tiles = (rows_b + kNceTile - 1) / kNceTile;
+  long long splits = 1;
+  if (!single_split) {
+    const long long target = 2LL * (num_sms > 0 ? num_sms : 1);
+    splits = (target + plan.row_blocks - 1) / plan.row_blocks;
+    splits = splits < plan.tiles ? splits : plan.tiles;
+    splits = splits > 1 ? splits : 1;
+  }
+  plan.tiles_per_split = (plan.tiles + splits - 1) / splits;
+  plan.splits = (plan.tiles + plan.tiles_per_split - 1) / plan.tiles_per_split;
+  return plan;
+}
+
+template <typename Acc>
+constexpr unsigned nce_smem_bytes() {
+  return static_cast<unsigned>((kNceTile * kNceSPad + kNceStep * kNceVPad) * sizeof(Acc));
+}
+
+template <typename T, typename Acc, int kMode>
+void launch_info_nce_tiles(const NceTileArgs<T, Acc>& args, bool dance, const NcePlan& plan,
+                           cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(plan.row_blocks));
+  if (dance) {
+    DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, true>), grid, dim3(kNceThreads),
+                nce_smem_bytes<Acc>(), stream)(args);
+  } else {
+    DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, false>), grid, dim3(kNceThreads),
+                nce_smem_bytes<Acc>(), stream)(args);
+  }
+}
+
+inline unsigned nce_blocks(long long n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+// Buffers of the forward pass (all contiguous): q, k [b, d], queue [kq, d]; stats [b, 4];
+// loss, lse [b]; o [b, d] or null; with kq > 0, part_m, part_l, part_floored [plan.splits, b]
+// and (when o) part_o [plan.splits, b, d], plan = plan_info_nce(b, kq, num_sms, false).
+// Requires b >= 1.
+template <typename T, typename Acc>
+void launch_info_nce_forward(gmem<const T> q, gmem<const T> k, gmem<const T> queue, long long b,
+                             long long kq, long long d, double temperature, bool dance,
+                             const math::DanceParams<Acc>& dance_params, const NcePlan& plan,
+                             gmem<Acc> part_m, gmem<Acc> part_l, gmem<std::int64_t> part_floored,
+                             gmem<Acc> part_o, gmem<Acc> stats, gmem<T> loss, gmem<T> lse,
+                             gmem<Acc> o, cudaStream_t stream) {
+  const Acc inv_t = static_cast<Acc>(1.0 / temperature);
+  if (kq > 0) {
+    NceTileArgs<T, Acc> args{q, queue, b, kq, d, plan.tiles_per_split, inv_t, dance_params,
+                             stats, nullptr, part_m, part_l, part_floored, part_o, false};
+    if (dance) {
+      launch_info_nce_tiles<T, Acc, kNceWeights>(args, true, plan, stream);
+      DIVA_LAUNCH((info_nce_weights_merge_kernel<Acc>), nce_blocks(b, 256), dim3(256), 0, stream)(
+          part_m, part_l, part_floored, plan.splits, b, stats);
+    }
+    args.want_out = static_cast<bool>(o);
+    launch_info_nce_tiles<T, Acc, kNceLogits>(args, dance, plan, stream);
+  }
+  DIVA_LAUNCH((info_nce_finish_kernel<T, Acc>), dim3(static_cast<unsigned>(b)),
+              dim3(kNceFinishThreads), 0, stream)(q, k, part_m, part_l, part_o,
+                                                  kq > 0 ? plan.splits : 0, b, d, inv_t,
+                                                  dance && kq > 0, stats, loss, lse, o);
+}
+
+// Buffers of the backward pass: grad_loss, grad_lse [b]; stats [b, 4] (from the forward); o [b, d]
+// or null; pos, factor [b]; grad_q [b, d] or null (then q's part is not computed), grad_k [b, d]
+// or null; grad_queue_acc [kq, d] (Acc) or null. When grad_q and not o and kq > 0: part_q
+// [plan_q.splits, b, d], plan_q = plan_info_nce(b, kq, num_sms, false). Requires b, d >= 1.
+template <typename T, typename Acc>
+void launch_info_nce_backward(gmem<const T> grad_loss, gmem<const T> grad_lse, gmem<const T> q,
+                              gmem<const T> k, gmem<const T> queue, long long b, long long kq,
+                              long long d, double temperature, bool dance,
+                              const math::DanceParams<Acc>& dance_params, gmem<const Acc> stats,
+                              gmem<const Acc> o, const NcePlan& plan_q, gmem<Acc> part_q,
+                              gmem<Acc> pos, gmem<Acc> factor, gmem<T> grad_q, gmem<T> grad_k,
+                              gmem<Acc> grad_queue_acc, cudaStream_t stream) {
+  const Acc inv_t = static_cast<Acc>(1.0 / temperature);
+  DIVA_LAUNCH((info_nce_grad_rows_kernel<T, Acc>), nce_blocks(b, 256), dim3(256), 0, stream)(
+      grad_loss, grad_lse, stats, b, inv_t, pos, factor);
+  const bool recompute_q = grad_q && !o && kq > 0;
+  if (recompute_q) {
+    NceTileArgs<T, Acc> args{q, queue, b, kq, d, plan_q.tiles_per_split, inv_t, dance_params,
+                             stats, factor, nullptr, nullptr, nullptr, part_q, true};
+    launch_info_nce_tiles<T, Acc, kNceGradQ>(args, dance, plan_q, stream);
+  }
+  if (grad_q || grad_k) {
+    DIVA_LAUNCH((info_nce_grad_finish_kernel<T, Acc>), nce_blocks(b * d, 256), dim3(256), 0,
+                stream)(q, k, o, part_q, recompute_q ? plan_q.splits : 0, pos, factor, b, d,
+                        grad_q, grad_k);
+  }
+  if (grad_queue_acc && kq > 0) {
+    const NcePlan plan = plan_info_nce(kq, b, 1, /*single_split=*/true);
+    NceTileArgs<T, Acc> args{queue, q, kq, b, d, plan.tiles_per_split, inv_t, dance_params,
+                             stats, factor, nullptr, nullptr, nullptr, grad_queue_acc, true};
+    launch_info_nce_tiles<T, Acc, kNceGradQueue>(args, dance, plan, stream);
+  }
+}
+
+}  // namespace diva_ext::cuda
