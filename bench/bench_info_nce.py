@@ -1,0 +1,158 @@
+"""Benchmark info_nce (MoCo's InfoNCE against a memory queue): ours vs the naive MoCo code
+(einsum + cat + cross_entropy), torch.compile of it, and pytorch-metric-learning's
+NTXentLoss + CrossBatchMemory, forward+backward, with the floor timed beside.
+
+    python bench/bench_info_nce.py [--device cuda] [--smoke] [--modes moco,queue_grad]
+
+Modes:
+  moco        q and k need gradients, the queue does not (MoCo, DiVA's DaNCE). Floor: the two
+              GEMMs that cannot be avoided, S = q queue^T [B, K] and P queue [B, D].
+  queue_grad  the queue needs a gradient too (in-batch use). Floor: three GEMMs, S, P queue and
+              P^T q [K, D].
+Every method runs loss.mean() and its backward, weighting "none", T = 0.07, L2-normalised rows.
+PML's CrossBatchMemory (memory of K + B rows, the current keys enqueued first, as in its MoCo
+recipe) is comparable only in the moco mode; its all-pairs indices take ~32 bytes per (query,
+memory) pair, so it is skipped above PML_MAX_PAIRS pairs (the table says so).
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import plotting  # noqa: E402
+
+import diva_ext  # noqa: E402,F401
+from diva_ext import ops  # noqa: E402
+
+TEMPERATURE = 0.07
+PML_MAX_PAIRS = 2**27  # 128M (query, memory) pairs, ~4 GiB of PML's index tensors
+
+
+def naive_moco(q, k, queue):
+    """MoCo's published loss: explicit [B, K+1] logits."""
+    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
+    l_neg = torch.einsum("nc,kc->nk", q, queue)
+    logits = torch.cat([l_pos, l_neg], dim=1) / TEMPERATURE
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, labels)
+
+
+def ours(q, k, queue):
+    loss, _ = ops.info_nce(q, k, queue, temperature=TEMPERATURE)
+    return loss.mean()
+
+
+def methods():
+    return {"ours": ours, "naive": naive_moco, "compiled_naive": torch.compile(naive_moco)}
+
+
+def pml_case(q, k, queue):
+    """PML's MoCo setup: the keys join a CrossBatchMemory already holding the queue."""
+    try:
+        from pytorch_metric_learning.losses import CrossBatchMemory, NTXentLoss
+    except ImportError:
+        return None
+    b, d = q.shape
+    kq = queue.shape[0]
+    loss_fn = CrossBatchMemory(NTXentLoss(temperature=TEMPERATURE), d, memory_size=kq + b).to(q.device)
+    labels = torch.arange(b, device=q.device)
+    both = torch.cat([labels, labels])
+    enqueue = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(q.device)
+
+    def reset():
+        loss_fn.embedding_memory[:kq] = queue
+        loss_fn.label_memory[:kq] = torch.arange(b, b + kq, device=q.device)
+        loss_fn.queue_idx = kq
+        loss_fn.has_been_filled = False
+
+    def call(qq, kk, _queue):
+        reset()
+        return loss_fn(torch.cat([qq, kk]), both, enqueue_mask=enqueue)
+
+    return call
+
+
+def fwd_bwd(fn, q, k, queue, mode):
+    qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
+    qu = queue.detach().requires_grad_(mode == "queue_grad")
+    inputs = [qg, kg] + ([qu] if mode == "queue_grad" else [])
+
+    def run():
+        torch.autograd.grad(fn(qg, kg, qu), inputs)
+
+    return run
+
+
+def floor_fn(q, queue, mode):
+    def gemms():
+        s = q @ queue.t()
+        s @ queue
+        if mode == "queue_grad":
+            s.t() @ q
+
+    return gemms
+
+
+def main():
+    p = common.parser(__doc__)
+    p.add_argument("--modes", default="moco,queue_grad", help="comma-separated: moco, queue_grad")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if args.smoke:
+        sizes, dims, kq = [32], [16], 300
+    else:
+        sizes, dims, kq = [256, 1024, 4096], [128, 512], 65536
+    modes = args.modes.split(",")
+    min_run_time = 0.05 if args.smoke else args.min_run_time
+    fns = methods()
+    rows, records = [], []
+    for mode in modes:
+        for d in dims:
+            for b in sizes:
+                g = torch.Generator(device="cpu").manual_seed(b + d)
+                q = F.normalize(torch.randn(b, d, generator=g), dim=1).to(device)
+                k = F.normalize(q.cpu() + 0.5 * torch.randn(b, d, generator=g), dim=1).to(device)
+                queue = F.normalize(torch.randn(kq, d, generator=g), dim=1).to(device)
+                results = {"floor": common.measure(floor_fn(q, queue, mode), device, min_run_time)}
+                for name, fn in fns.items():
+                    results[name] = common.measure(fwd_bwd(fn, q, k, queue, mode), device, min_run_time)
+                if mode == "moco":
+                    pml = pml_case(q, k, queue)
+                    if pml is None:
+                        results["pml"] = {"error": "pytorch-metric-learning is not installed"}
+                    elif b * (kq + b) > PML_MAX_PAIRS:
+                        results["pml"] = {"error": f"skipped: {b * (kq + b)} pairs > {PML_MAX_PAIRS}"}
+                    else:
+                        results["pml"] = common.measure(fwd_bwd(pml, q, k, queue, mode), device, min_run_time)
+                records.append({"mode": mode, "B": b, "K": kq, "D": d, "results": results})
+                row = {"mode": mode, "B": b, "D": d}
+                for name, r in results.items():
+                    row[f"{name} ms"] = common.fmt_ms(r) if "skipped" not in r.get("error", "") else "skipped"
+                row["ours MiB"] = common.fmt_mib(results["ours"])
+                row["naive MiB"] = common.fmt_mib(results["naive"])
+                row["naive/ours"] = common.ratio(results["ours"], results["naive"])
+                row["compiled/ours"] = common.ratio(results["ours"], results["compiled_naive"])
+                if "error" not in results["ours"] and "error" not in results["naive"] and results["ours"]["peak_bytes"] > 0:
+                    row["mem naive/ours"] = round(results["naive"]["peak_bytes"] / results["ours"]["peak_bytes"], 1)
+                row["ours/floor"] = common.ratio(results["floor"], results["ours"])
+                rows.append(row)
+                print(f"{mode} B={b} D={d}: done", file=sys.stderr)
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    common.print_table(rows, columns)
+    out = args.out or common.default_out("info_nce" + ("-smoke" if args.smoke else ""), device)
+    payload = {
+        "benchmark": "info_nce",
+        "machine": common.machine_info(device),
+        "settings": {"K": kq, "temperature": TEMPERATURE, "weighting": "none", "objective": "loss.mean()"},
+        "cases": records,
+    }
+    common.write_results(out, payload)
+    plotting.plot_cases(payload, out.with_suffix(".png"), x_key="B", group_keys=("mode", "D"))
+
+
+if __name__ == "__main__":
+    main()
