@@ -97,7 +97,7 @@ def _uniform_different_label(query_labels, ref_labels, generator):
     lo = torch.searchsorted(sorted_labels, query_labels, right=False)
     hi = torch.searchsorted(sorted_labels, query_labels, right=True)
     n_other = ref_labels.shape[0] - (hi - lo)
-    u = torch.rand(query_labels.shape, generator=generator, dtype=torch.float64, device=query_labels.device)
+    u = torch.empty(query_labels.shape, dtype=torch.float64, device=query_labels.device).uniform_(generator=generator)
     k = torch.minimum((u * n_other).long(), n_other - 1).clamp_min(0)
     pos = torch.where(k < lo, k, k + (hi - lo)).clamp_max(max(ref_labels.shape[0] - 1, 0))
     pick = order[pos] if ref_labels.shape[0] > 0 else torch.zeros_like(pos)

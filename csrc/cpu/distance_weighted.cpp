@@ -21,6 +21,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -35,7 +36,9 @@ using cpu_dw::NoiseKey;
 
 constexpr int64_t kRows = 512;                 // anchor rows per GEMM block
 constexpr int64_t kBufferElems = int64_t{1} << 19;  // GEMM block size (2 MiB of float)
-constexpr int64_t kGrainElems = int64_t{1} << 15;   // candidates per task: no threads for less
+// Candidates per task (about 0.3 ms of epilogue): smaller calls stay on one thread, because
+// waking a second one costs more than their work (far more on a loaded machine).
+constexpr int64_t kGrainElems = int64_t{1} << 17;
 
 // Candidate columns per epilogue tile (a multiple of 8, the epilogue's noise groups): a row of
 // a tile plus its scratch stays in L1.
@@ -48,6 +51,31 @@ struct Scratch {
       : bound(static_cast<size_t>(cols)), key(static_cast<size_t>(cols)),
         group_max(static_cast<size_t>(cols / 8)) {}
 };
+
+// check_distance_weighted_values in one serial pass (B * D + T): no thread wake-ups, which cost
+// more than the pass itself for the small batches of training.
+template <typename scalar_t>
+void check_values_cpu(const at::Tensor& x, const at::Tensor& anchors) {
+  TORCH_CHECK(x.size(0) > 0, kDwOp, ": anchors must index rows of x, but x has no rows");
+  TORCH_CHECK(x.size(1) > 0, kDwOp, ": x has D = 0 columns, so its rows cannot be L2-normalised");
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const int64_t d = x.size(1);
+  double norm_error = 0;
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    double norm = 0;
+    for (int64_t k = 0; k < d; ++k) norm += static_cast<double>(xp[i * d + k]) * xp[i * d + k];
+    const double e = std::fabs(norm - 1);
+    norm_error = (e > norm_error || std::isnan(e)) ? e : norm_error;
+    if (std::isnan(norm_error)) break;
+  }
+  const int64_t* a = anchors.const_data_ptr<int64_t>();
+  int64_t lo = a[0], hi = a[0];
+  for (int64_t t = 1; t < anchors.size(0); ++t) {
+    lo = std::min(lo, a[t]);
+    hi = std::max(hi, a[t]);
+  }
+  check_distance_weighted_stats(x, norm_error, static_cast<double>(lo), static_cast<double>(hi));
+}
 
 // Labels as dense int32 class ids (only equality matters; 32-bit compares vectorise with floats).
 at::Tensor class_ids(const at::Tensor& labels) {
@@ -68,7 +96,7 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
       tile_cols * std::max<int64_t>(1, kBufferElems / (block_rows * tile_cols));
   const bool by_rows = block_rows >= 4 * threads;
 
-  const DwTable<scalar_t> table = make_dw_table<scalar_t>(dw_table_bins(t_count, b));
+  const DwTable<scalar_t> table = make_dw_table<scalar_t>(kDwTableBins);
   std::vector<float> table_values(static_cast<size_t>(table.bins) + 2);
   fill_dw_table(table_values.data(), table, p);
 
@@ -127,15 +155,18 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
   }
 
   int64_t* out_ptr = out.mutable_data_ptr<int64_t>();
+  std::vector<int64_t> fallback_rows;  // rows with no candidate within the upper cutoff
+  for (int64_t t = 0; t < t_count; ++t) {
+    out_ptr[t] = best[t].index;
+    if (best[t].index == kDwNoIndex) fallback_rows.push_back(t);
+  }
+  const auto rows = static_cast<int64_t>(fallback_rows.size());
   const int64_t grain = std::max<int64_t>(1, kGrainElems / b);
-  at::parallel_for(0, t_count, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      if (best[t].index != kDwNoIndex) {
-        out_ptr[t] = best[t].index;
-      } else {
-        const NoiseKey nk{seed, offset, static_cast<uint32_t>(t)};
-        out_ptr[t] = cpu_dw::fallback_pick(ids, b, ids[anchor_ptr[t]], nk);
-      }
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = fallback_rows[r];
+      const NoiseKey nk{seed, offset, static_cast<uint32_t>(t)};
+      out_ptr[t] = cpu_dw::fallback_pick(ids, b, ids[anchor_ptr[t]], nk);
     }
   });
 }
@@ -150,10 +181,10 @@ at::Tensor distance_weighted_negatives_cpu(const at::Tensor& x_in, const at::Ten
   if (anchors_in.size(0) == 0) return out;
   const at::Tensor x = x_in.contiguous();
   const at::Tensor anchors = anchors_in.contiguous();
-  check_distance_weighted_values(x, anchors);
   const at::Tensor ids = class_ids(labels_in);
   const double n = static_cast<double>(dim > 0 ? dim : x.size(1));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "distance_weighted_negatives_cpu", [&] {
+    check_values_cpu<scalar_t>(x, anchors);
     const auto p = make_dw_params<scalar_t>(lower_cutoff, upper_cutoff, n);
     sample_cpu<scalar_t>(x, ids, anchors, p, static_cast<uint64_t>(seed),
                          static_cast<uint64_t>(offset), out);

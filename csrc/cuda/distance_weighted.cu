@@ -47,7 +47,7 @@ at::Tensor distance_weighted_negatives_cuda(const at::Tensor& x_in, const at::Te
                                   "distance_weighted_negatives_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto p = math::make_dw_params<acc_t>(lower_cutoff, upper_cutoff, n);
-    const auto tt = math::make_dw_table<acc_t>(math::dw_table_bins(t_count, b));
+    const auto tt = math::make_dw_table<acc_t>(math::kDwTableBins);
     at::Tensor table = at::empty({tt.bins + 2}, x.options().dtype(at::kFloat).device(at::kCPU));
     math::fill_dw_table(table.mutable_data_ptr<float>(), tt, p);
     table = table.to(x.device());

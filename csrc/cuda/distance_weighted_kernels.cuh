@@ -44,7 +44,7 @@ constexpr int kDwStep = 16;          // reduction-axis step staged in shared mem
 constexpr int kDwThreads = 256;      // 16 x 16 threads, 4 rows x 4 columns each
 constexpr int kDwPad = 4;            // shared-memory row padding (float/double tiles)
 constexpr int kDwHalfPad = 8;        // wmma tiles: ldm = 24 halves (48 bytes, a multiple of 16)
-constexpr int kDwMaxBins = 2048;     // largest log-weight bound table (host: dw_table_bins)
+constexpr int kDwMaxBins = math::kDwTableBins;  // the log-weight bound table's bins
 constexpr int kDwFinishThreads = 128;
 
 // The arguments of the tile kernel (copied per thread, as kernel parameters are).

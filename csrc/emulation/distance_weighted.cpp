@@ -38,7 +38,7 @@ at::Tensor distance_weighted_negatives(const at::Tensor& x_in, const at::Tensor&
   DIVA_EMULATED_DISPATCH(x.scalar_type(), "distance_weighted_negatives_emulated", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto p = math::make_dw_params<acc_t>(lower_cutoff, upper_cutoff, n);
-    const auto tt = math::make_dw_table<acc_t>(math::dw_table_bins(t_count, b));
+    const auto tt = math::make_dw_table<acc_t>(math::kDwTableBins);
     at::Tensor table = at::empty({tt.bins + 2}, x.options().dtype(at::kFloat));
     math::fill_dw_table(table.mutable_data_ptr<float>(), tt, p);
     const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;

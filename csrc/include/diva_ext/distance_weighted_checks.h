@@ -46,29 +46,44 @@ inline void check_distance_weighted_args(const at::Tensor& x, const at::Tensor& 
               " entries, got ", anchors.size(0));
 }
 
-// Checks of the values (one device synchronisation on CUDA): x finite with unit-norm rows (the
-// log-weight is computed from the cosine), anchors within [0, B). Call with T > 0.
+// Tolerance of the unit-norm check on |x_i|^2.
+inline double distance_weighted_norm_tolerance(const at::Tensor& x) {
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  return half ? 2e-2 : 1e-3;
+}
+
+// The checks of the values from their summary: norm_error = max_i | |x_i|^2 - 1 | (NaN or inf
+// when x has a non-finite value), anchors within [anchor_min, anchor_max]. Call with T > 0.
+inline void check_distance_weighted_stats(const at::Tensor& x, double norm_error,
+                                          double anchor_min, double anchor_max) {
+  constexpr const char* op = kDwOp;
+  TORCH_CHECK(anchor_min >= 0 && anchor_max < static_cast<double>(x.size(0)), op,
+              ": anchors must index rows of x, in [0, ", x.size(0), "), got values in [",
+              static_cast<int64_t>(anchor_min), ", ", static_cast<int64_t>(anchor_max), "]");
+  if (!std::isfinite(norm_error)) {
+    TORCH_CHECK(x.isfinite().all().item<bool>(), op, ": x must be finite, got NaN or inf values");
+  }
+  TORCH_CHECK(norm_error <= distance_weighted_norm_tolerance(x), op,
+              ": x rows must be L2-normalised (|x_i| = 1, e.g. by ",
+              "torch.nn.functional.normalize), got a row whose squared norm is off by ", norm_error);
+}
+
+// Checks of the values with tensor ops (one device synchronisation on CUDA): x finite with
+// unit-norm rows (the log-weight is computed from the cosine), anchors within [0, B). Call with
+// T > 0.
 inline void check_distance_weighted_values(const at::Tensor& x, const at::Tensor& anchors) {
   constexpr const char* op = kDwOp;
   TORCH_CHECK(x.size(0) > 0, op, ": anchors must index rows of x, but x has no rows");
   TORCH_CHECK(x.size(1) > 0, op, ": x has D = 0 columns, so its rows cannot be L2-normalised");
   const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  const double tol = half ? 2e-2 : 1e-3;
   const at::Tensor xf = half ? x.to(at::kFloat) : x;
-  // max_i | |x_i|^2 - 1 |: NaN or inf when x has a non-finite value (max propagates NaN).
+  // max propagates NaN; inf - 1 stays inf.
   const at::Tensor norm_error = xf.square().sum(1).sub(1).abs().max();
   const at::Tensor stats = at::stack({norm_error.to(at::kDouble), anchors.min().to(at::kDouble),
                                       anchors.max().to(at::kDouble)})
                                .cpu();
   const double* s = stats.const_data_ptr<double>();
-  TORCH_CHECK(s[1] >= 0 && s[2] < static_cast<double>(x.size(0)), op,
-              ": anchors must index rows of x, in [0, ", x.size(0), "), got values in [",
-              static_cast<int64_t>(s[1]), ", ", static_cast<int64_t>(s[2]), "]");
-  if (!std::isfinite(s[0])) {
-    TORCH_CHECK(xf.isfinite().all().item<bool>(), op, ": x must be finite, got NaN or inf values");
-  }
-  TORCH_CHECK(s[0] <= tol, op, ": x rows must be L2-normalised (|x_i| = 1, e.g. by ",
-              "torch.nn.functional.normalize), got a row whose squared norm is off by ", s[0]);
+  check_distance_weighted_stats(x, s[0], s[1], s[2]);
 }
 
 }  // namespace diva_ext
