@@ -2,8 +2,8 @@
 // diva_ext/math/distance_weighted.h, the epilogue in distance_weighted_epilogue.h).
 //
 // Work split: the anchors' inner products are computed block by block, one multithreaded BLAS
-// GEMM per block of up to kRows anchor rows x a few candidate tiles of kCols columns (a buffer
-// of about kBufferElems elements: O(T * tile) extra memory, no [T, B] matrix), then a parallel
+// GEMM per block of up to kRows anchor rows x a few candidate tiles of cols_per_tile() columns
+// (about kBufferElems elements: O(T * tile) extra memory, no [T, B] matrix), then a parallel
 // epilogue turns the block into updates of each row's running (score, index) argmax, drawing
 // noise only for candidates that can still win. With many rows, threads take whole rows (one
 // running argmax each, across the block's tiles in order); with few, they take (row, tile)
