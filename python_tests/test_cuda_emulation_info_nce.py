@@ -125,7 +125,8 @@ def test_half_precision_against_float32(dtype, weighting):
     eps = 1e-3 if dtype == torch.float16 else 8e-3
     torch.testing.assert_close(lse.float(), w[1], rtol=eps, atol=eps * w[1].abs().max().item())
     torch.testing.assert_close(stats, w[2], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(o, w[3], rtol=1e-4, atol=1e-4)
+    # O = P V on tensor cores with P rounded to the input dtype (as FlashAttention does).
+    torch.testing.assert_close(o, w[3], rtol=eps, atol=eps / 4 * w[3].abs().max().item())
     g = torch.randn(40, generator=torch.Generator().manual_seed(0))
     got = E._info_nce_backward(g.to(dtype), 0 * g.to(dtype), q, pos, queue, stats, None, *args, True, True, True, next_seed())
     want = C._info_nce_backward(g, 0 * g, q.float(), pos.float(), queue.float(), w[2], None, *args, True, True, True)
@@ -182,11 +183,15 @@ def test_removing_any_barrier_is_caught(line):
     g = torch.randn(33, generator=torch.Generator().manual_seed(line))
 
     def run(seed):
-        fwd = E._info_nce_forward(q, pos, queue, *args, True, seed)
-        bwd = E._info_nce_backward(g, g.flip(0), q, pos, queue, fwd[2], None, *args, True, True, True, seed)
-        return list(fwd) + list(bwd)
+        out = []
+        for dtype in (torch.float32, torch.float16):  # CUDA cores; tensor cores
+            qd, pd, queued, gd = (t.to(dtype) for t in (q, pos, queue, g))
+            fwd = E._info_nce_forward(qd, pd, queued, *args, True, seed)
+            bwd = E._info_nce_backward(gd, gd.flip(0), qd, pd, queued, fwd[2], None, *args, True, True, True, seed)
+            out += list(fwd) + list(bwd)
+        return out
 
-    assert emulation.barrier_removal_is_caught(KERNELS, line, run), (
+    assert emulation.barrier_removal_is_caught(KERNELS, line, run, tries=8), (
         f"removing the __syncthreads() at {KERNELS}:{line} went unnoticed"
     )
 

@@ -21,10 +21,18 @@
 #include <ATen/ops/zeros.h>
 
 #include <tuple>
+#include <type_traits>
 
 #include "diva_ext/info_nce_checks.h"
 
 namespace diva_ext {
+
+// c10's half types as the CUDA types the kernels instantiate (same bits; the same types under
+// the emulation).
+template <typename S>
+using nce_kernel_t =
+    std::conditional_t<std::is_same_v<S, at::Half>, __half,
+                       std::conditional_t<std::is_same_v<S, at::BFloat16>, __nv_bfloat16, S>>;
 
 template <typename Backend>
 struct InfoNceGlue {
@@ -51,14 +59,15 @@ struct InfoNceGlue {
     at::Tensor part_o = at::empty({save_o ? plan.splits : 0, b, d}, acc_opts);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "info_nce_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      cuda::launch_info_nce_forward<scalar_t, acc_t>(
-          Backend::template ptr<const scalar_t>(q, "q"), Backend::template ptr<const scalar_t>(k, "k"),
-          Backend::template ptr<const scalar_t>(queue, "queue"), b, kq, d, temperature, dance,
+      using kt = nce_kernel_t<scalar_t>;
+      cuda::launch_info_nce_forward<kt, acc_t>(
+          Backend::template ptr<const kt>(q, "q"), Backend::template ptr<const kt>(k, "k"),
+          Backend::template ptr<const kt>(queue, "queue"), b, kq, d, temperature, dance,
           math::make_dance_params<acc_t>(d, lower_cutoff, upper_cutoff), plan,
           Backend::template ptr<acc_t>(part_m, "part_m"), Backend::template ptr<acc_t>(part_l, "part_l"),
           Backend::template ptr<std::int64_t>(part_floored, "part_floored"),
           Backend::template ptr<acc_t>(part_o, "part_o"), Backend::template ptr<acc_t>(stats, "stats"),
-          Backend::template ptr<scalar_t>(loss, "loss"), Backend::template ptr<scalar_t>(lse, "lse"),
+          Backend::template ptr<kt>(loss, "loss"), Backend::template ptr<kt>(lse, "lse"),
           save_o ? Backend::template ptr<acc_t>(o, "o") : nullptr, Backend::stream());
       Backend::check_launch();
     });
@@ -108,18 +117,18 @@ struct InfoNceGlue {
     const at::Tensor g = grad_loss_in.contiguous(), h = grad_lse_in.contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "info_nce_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      cuda::launch_info_nce_backward<scalar_t, acc_t>(
-          Backend::template ptr<const scalar_t>(g, "grad_loss"),
-          Backend::template ptr<const scalar_t>(h, "grad_lse"),
-          Backend::template ptr<const scalar_t>(q, "q"), Backend::template ptr<const scalar_t>(k, "k"),
-          Backend::template ptr<const scalar_t>(queue, "queue"), b, kq, d, temperature, dance,
+      using kt = nce_kernel_t<scalar_t>;
+      cuda::launch_info_nce_backward<kt, acc_t>(
+          Backend::template ptr<const kt>(g, "grad_loss"), Backend::template ptr<const kt>(h, "grad_lse"),
+          Backend::template ptr<const kt>(q, "q"), Backend::template ptr<const kt>(k, "k"),
+          Backend::template ptr<const kt>(queue, "queue"), b, kq, d, temperature, dance,
           math::make_dance_params<acc_t>(d, lower_cutoff, upper_cutoff),
           Backend::template ptr<const acc_t>(stats, "stats"),
           o.defined() ? Backend::template ptr<const acc_t>(o, "o") : nullptr, plan_q,
           Backend::template ptr<acc_t>(part_q, "part_q"), Backend::template ptr<acc_t>(pos, "pos"),
           Backend::template ptr<acc_t>(factor, "factor"),
-          needs_q ? Backend::template ptr<scalar_t>(grad_q, "grad_q") : nullptr,
-          needs_k ? Backend::template ptr<scalar_t>(grad_k, "grad_k") : nullptr,
+          needs_q ? Backend::template ptr<kt>(grad_q, "grad_q") : nullptr,
+          needs_k ? Backend::template ptr<kt>(grad_k, "grad_k") : nullptr,
           grad_queue_acc.defined() ? Backend::template ptr<acc_t>(grad_queue_acc, "grad_queue")
                                    : nullptr,
           Backend::stream());

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "diva_ext/device.h"
 #include "diva_ext/math/info_nce.h"
@@ -32,7 +33,6 @@ namespace diva_ext::cuda {
 constexpr int kNceTile = 64;     // A rows per block, B rows per tile
 constexpr int kNceStep = 16;     // reduction steps staged in shared memory
 constexpr int kNceThreads = 256; // GEMM: 16 x 16 threads, 4 x 4 outputs; epilogue: 4 per row
-constexpr int kNceSPad = 65;     // row stride of the S / P tile
 constexpr int kNceVPad = 68;     // row stride of the staged slices
 constexpr int kNceFinishThreads = 128;
 
@@ -48,6 +48,56 @@ struct NceDeviceMath {
   __device__ static __forceinline__ double log1p(double x) { return ::log1p(x); }
   __device__ static __forceinline__ float expm1(float x) { return ::expm1f(x); }
   __device__ static __forceinline__ double expm1(double x) { return ::expm1(x); }
+};
+
+// T <-> Acc: float16/bfloat16 kernels see CUDA's __half / __nv_bfloat16 (c10's types under the
+// emulation), whose conversions are intrinsics (torch builds with __CUDA_NO_HALF_CONVERSIONS__).
+template <typename Acc, typename T>
+__device__ __forceinline__ Acc nce_load(T v) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return static_cast<Acc>(__half2float(v));
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return static_cast<Acc>(__bfloat162float(v));
+  } else {
+    return static_cast<Acc>(v);
+  }
+}
+
+template <typename T, typename Acc>
+__device__ __forceinline__ T nce_store(Acc v) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __float2half(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16(static_cast<float>(v));
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+// float16/bfloat16 run both products of a tile on tensor cores (nvcuda::wmma m16n16k16, float
+// accumulators); float32/float64 on CUDA cores in Acc.
+template <typename T>
+constexpr bool kNceTensorCores = sizeof(T) == 2;
+
+// Row stride of the S / P tile: 65 (no bank conflicts) on CUDA cores; 68 on tensor cores, where
+// wmma stores need a multiple of 16 bytes.
+template <typename T>
+constexpr int nce_s_pad() {
+  return kNceTensorCores<T> ? 68 : 65;
+}
+
+// The 16-bit tiles of the tensor-core path: A and B slices [row][k] (A row-major, B read as
+// col-major), P [row][c] and a V chunk [c][col]; leading dimensions are multiples of 16 bytes and
+// fragment origins 32-byte aligned. One row each for the other dtypes (unused).
+template <typename T>
+struct NceHalfTiles {
+  static constexpr int kRows = kNceTensorCores<T> ? kNceTile : 1;
+  static constexpr int kStepLd = kNceStep + 8;  // 24 halves: 48 bytes
+  static constexpr int kTileLd = kNceTile + 8;  // 72 halves: 144 bytes
+  __align__(32) T a[kRows][kStepLd];
+  __align__(32) T b[kRows][kStepLd];
+  __align__(32) T p[kRows][kTileLd];
+  __align__(32) T v[kRows][kTileLd];
 };
 
 template <typename Acc>
@@ -74,12 +124,56 @@ struct NceTileArgs {
 
 // ---- 1. the tile of inner products --------------------------------------------------------
 
+// Tensor cores: warp w computes the 16 x 16 fragments (w / 2, 2 (w % 2)) and (w / 2, 2 (w % 2) + 1)
+// of the 4 x 4 fragment tile, k in steps of 16, and stores them (float) into s_tile.
+template <typename T, typename Acc>
+__device__ __forceinline__ void tile_products_wmma(const NceTileArgs<T, Acc>& p, long long a0,
+                                                   long long b0, gmem<Acc> s_tile,
+                                                   NceHalfTiles<T>& ht) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int S = nce_s_pad<T>();
+  constexpr int ld = NceHalfTiles<T>::kStepLd;
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int wm = warp / 2, wn = 2 * (warp % 2);
+  const int load_row = tid / 4, load_k = 4 * (tid % 4);
+  const T zero = nce_store<T>(0.0f);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.0f);
+  wmma::fill_fragment(acc[1], 0.0f);
+  for (long long k0 = 0; k0 < p.d; k0 += kNceStep) {
+    for (int e = 0; e < 4; ++e) {
+      const long long k = k0 + load_k + e;
+      const long long ar = a0 + load_row, br = b0 + load_row;
+      ht.a[load_row][load_k + e] = (ar < p.rows_a && k < p.d) ? p.a[ar * p.d + k] : zero;
+      ht.b[load_row][load_k + e] = (br < p.rows_b && k < p.d) ? p.b[br * p.d + k] : zero;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+    wmma::load_matrix_sync(fa, &ht.a[16 * wm][0], ld);
+    for (int f = 0; f < 2; ++f) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+      wmma::load_matrix_sync(fb, &ht.b[16 * (wn + f)][0], ld);
+      wmma::mma_sync(acc[f], fa, fb, acc[f]);
+    }
+    __syncthreads();
+  }
+  for (int f = 0; f < 2; ++f) {
+    wmma::store_matrix_sync(s_tile + (16 * wm) * S + 16 * (wn + f), acc[f], S, wmma::mem_row_major);
+  }
+}
+
+
 // S[r][c] = <a_r, b_c> for the 64 x 64 tile at rows a0 of a and b0 of b, into s_tile (row stride
-// kNceSPad); rows beyond the ends read as 0. The staging slices live inside s_tile's storage
-// (s_tile is written only after the last slice is consumed).
+// nce_s_pad<T>()); rows beyond the ends read as 0. CUDA cores: the staging slices live inside
+// s_tile's storage (s_tile is written only after the last slice is consumed).
 template <typename T, typename Acc>
 __device__ __forceinline__ void tile_products(const NceTileArgs<T, Acc>& p, long long a0,
-                                              long long b0, gmem<Acc> s_tile) {
+                                              long long b0, gmem<Acc> s_tile, NceHalfTiles<T>& ht) {
+  constexpr int S = nce_s_pad<T>();
+  if constexpr (kNceTensorCores<T>) {
+    tile_products_wmma(p, a0, b0, s_tile, ht);
+    return;
+  }
   gmem<Acc> a_s = s_tile;                          // [kNceStep][kNceVPad], k-major
   gmem<Acc> b_s = s_tile + kNceStep * kNceVPad;    // [kNceStep][kNceVPad]
   const int tid = threadIdx.x;
@@ -93,9 +187,9 @@ __device__ __forceinline__ void tile_products(const NceTileArgs<T, Acc>& p, long
       const long long k = k0 + load_k + e;
       const long long ar = a0 + load_row, br = b0 + load_row;
       a_s[(load_k + e) * kNceVPad + load_row] =
-          (ar < p.rows_a && k < p.d) ? static_cast<Acc>(p.a[ar * p.d + k]) : Acc(0);
+          (ar < p.rows_a && k < p.d) ? nce_load<Acc>(p.a[ar * p.d + k]) : Acc(0);
       b_s[(load_k + e) * kNceVPad + load_row] =
-          (br < p.rows_b && k < p.d) ? static_cast<Acc>(p.b[br * p.d + k]) : Acc(0);
+          (br < p.rows_b && k < p.d) ? nce_load<Acc>(p.b[br * p.d + k]) : Acc(0);
     }
     __syncthreads();
     for (int kk = 0; kk < kNceStep; ++kk) {
@@ -108,7 +202,7 @@ __device__ __forceinline__ void tile_products(const NceTileArgs<T, Acc>& p, long
     __syncthreads();
   }
   for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) s_tile[(ty + 16 * i) * kNceSPad + tx + 16 * j] = acc[i][j];
+    for (int j = 0; j < 4; ++j) s_tile[(ty + 16 * i) * S + tx + 16 * j] = acc[i][j];
 }
 
 // ---- 3. out rows += P V -------------------------------------------------------------------
@@ -118,7 +212,13 @@ __device__ __forceinline__ void tile_products(const NceTileArgs<T, Acc>& p, long
 template <typename T, typename Acc>
 __device__ __forceinline__ void accumulate_pv(const NceTileArgs<T, Acc>& p, long long a0,
                                               long long b0, gmem<Acc> s_tile, gmem<Acc> v_s,
-                                              const Acc* row_scale, gmem<Acc> out, bool first) {
+                                              const Acc* row_scale, gmem<Acc> out, bool first,
+                                              NceHalfTiles<T>& ht) {
+  if constexpr (kNceTensorCores<T>) {
+    accumulate_pv_wmma(p, a0, b0, s_tile, row_scale, out, first, ht);
+    return;
+  }
+  constexpr int S = nce_s_pad<T>();
   const int tid = threadIdx.x;
   const int tx = tid % 16, ty = tid / 16;
   const int load_kk = tid / 16, load_c = 4 * (tid % 16);
@@ -131,12 +231,12 @@ __device__ __forceinline__ void accumulate_pv(const NceTileArgs<T, Acc>& p, long
       for (int e = 0; e < 4; ++e) {
         const long long c = d0 + load_c + e;
         v_s[load_kk * kNceVPad + load_c + e] =
-            (vr < p.rows_b && c < p.d) ? static_cast<Acc>(p.b[vr * p.d + c]) : Acc(0);
+            (vr < p.rows_b && c < p.d) ? nce_load<Acc>(p.b[vr * p.d + c]) : Acc(0);
       }
       __syncthreads();
       for (int kk = 0; kk < kNceStep; ++kk) {
         Acc pv[4], vv[4];
-        for (int i = 0; i < 4; ++i) pv[i] = s_tile[(ty + 16 * i) * kNceSPad + kk0 + kk];
+        for (int i = 0; i < 4; ++i) pv[i] = s_tile[(ty + 16 * i) * S + kk0 + kk];
         for (int j = 0; j < 4; ++j) vv[j] = v_s[kk * kNceVPad + tx + 16 * j];
         for (int i = 0; i < 4; ++i)
           for (int j = 0; j < 4; ++j) acc[i][j] += pv[i] * vv[j];
@@ -154,6 +254,61 @@ __device__ __forceinline__ void accumulate_pv(const NceTileArgs<T, Acc>& p, long
         out[idx] = first ? acc[i][j] : out[idx] * scale + acc[i][j];
       }
     }
+  }
+}
+
+// Tensor cores: P (T, in ht.p) times a 64-column chunk of V (T, staged in ht.v) into float
+// fragments, stored through s_tile (free once P is in ht.p), then added to out by the threads
+// that own the elements, as on CUDA cores.
+template <typename T, typename Acc>
+__device__ __forceinline__ void accumulate_pv_wmma(const NceTileArgs<T, Acc>& p, long long a0,
+                                                   long long b0, gmem<Acc> s_tile,
+                                                   const Acc* row_scale, gmem<Acc> out, bool first,
+                                                   NceHalfTiles<T>& ht) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int S = nce_s_pad<T>();
+  constexpr int ld = NceHalfTiles<T>::kTileLd;
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int tx = tid % 16, ty = tid / 16;
+  const int wm = warp / 2, wn = 2 * (warp % 2);
+  const T zero = nce_store<T>(0.0f);
+  for (long long d0 = 0; d0 < p.d; d0 += kNceTile) {
+    for (int e = 0; e < 16; ++e) {  // thread: row tid / 4 of the chunk, 16 columns
+      const int r = tid / 4, c = 16 * (tid % 4) + e;
+      const long long vr = b0 + r, vc = d0 + c;
+      ht.v[r][c] = (vr < p.rows_b && vc < p.d) ? p.b[vr * p.d + vc] : zero;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    for (int kk0 = 0; kk0 < kNceTile; kk0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+      wmma::load_matrix_sync(fa, &ht.p[16 * wm][kk0], ld);
+      for (int f = 0; f < 2; ++f) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+        wmma::load_matrix_sync(fb, &ht.v[kk0][16 * (wn + f)], ld);
+        wmma::mma_sync(acc[f], fa, fb, acc[f]);
+      }
+    }
+    for (int f = 0; f < 2; ++f) {
+      wmma::store_matrix_sync(s_tile + (16 * wm) * S + 16 * (wn + f), acc[f], S, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int i = 0; i < 4; ++i) {
+      const long long r = a0 + ty + 16 * i;
+      if (r >= p.rows_a) continue;
+      const Acc scale = row_scale[ty + 16 * i];
+      for (int j = 0; j < 4; ++j) {
+        const long long c = d0 + tx + 16 * j;
+        if (c >= p.d) continue;
+        const long long idx = r * p.d + c;
+        const Acc add = s_tile[(ty + 16 * i) * S + tx + 16 * j];
+        out[idx] = first ? add : out[idx] * scale + add;
+      }
+    }
+    // (No barrier here: the next chunk writes ht.v, whose reads all precede the barrier above,
+    // and s_tile only after its own first barrier.)
   }
 }
 
@@ -179,8 +334,10 @@ __device__ __forceinline__ V quad_sum(V v) {
 template <typename T, typename Acc, int kMode, bool kDance>
 __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs<T, Acc> p) {
   DIVA_DYNAMIC_SHARED(Acc, smem);
-  gmem<Acc> s_tile = smem;                           // [kNceTile][kNceSPad]
-  gmem<Acc> v_s = smem + kNceTile * kNceSPad;        // [kNceStep][kNceVPad]
+  constexpr int S = nce_s_pad<T>();
+  gmem<Acc> s_tile = smem;                           // [kNceTile][S]
+  gmem<Acc> v_s = smem + kNceTile * S;               // [kNceStep][kNceVPad] (CUDA cores)
+  __shared__ NceHalfTiles<T> ht;
   __shared__ Acc row_scale[kNceTile];
   __shared__ Acc q_lse[kNceTile], q_factor[kNceTile], q_max_lw[kNceTile], q_log_z[kNceTile];
 
@@ -211,13 +368,22 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
   if (tid < kNceTile) row_scale[tid] = Acc(1);
   // (No barrier here: tile_products is followed by one before anything reads these.)
 
+  // The epilogue's P: in place in s_tile (CUDA cores) or as T in ht.p (tensor cores).
+  auto put_p = [&](int e, Acc value) {
+    if constexpr (kNceTensorCores<T>) {
+      ht.p[er][16 * eq + e] = nce_store<T>(value);
+    } else {
+      s_tile[er * S + 16 * eq + e] = value;
+    }
+  };
+
   Acc m = nce_neg_inf<Acc>(), l = Acc(0);
   std::int64_t floored = 0;
 
   for (long long t = t0; t < t1; ++t) {
     const long long b0 = t * kNceTile;
     if (kMode == kNceGradQueue) load_q_stats(b0, p.rows_b);
-    tile_products(p, a0, b0, s_tile);
+    tile_products(p, a0, b0, s_tile, ht);
     __syncthreads();
 
     Acc x[16];
@@ -225,7 +391,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
     for (int e = 0; e < 16; ++e) {
       const int c = 16 * eq + e;
       valid[e] = b0 + c < p.rows_b;
-      x[e] = s_tile[er * kNceSPad + c];
+      x[e] = s_tile[er * S + c];
     }
     if (kMode == kNceWeights) {
       Acc tile_max = nce_neg_inf<Acc>();
@@ -240,7 +406,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
       Acc sum = Acc(0);
       int count = 0;
       for (int e = 0; e < 16; ++e) {
-        const Acc s = s_tile[er * kNceSPad + 16 * eq + e];
+        const Acc s = s_tile[er * S + 16 * eq + e];
         const Acc rel = x[e] - m_new;
         const bool keep = valid[e] & math::dance_in_cutoff(s, p.dance) &
                           (rel > static_cast<Acc>(math::kDanceLogFloor));
@@ -267,7 +433,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
       for (int e = 0; e < 16; ++e) {
         const Acc ex = valid[e] ? M::exp(x[e] - m_new) : Acc(0);
         sum += ex;
-        if (p.want_out) s_tile[er * kNceSPad + 16 * eq + e] = c[e] * ex;
+        if (p.want_out) put_p(e, c[e] * ex);
       }
       sum = quad_sum(sum);
       l = l * rescale + sum;
@@ -278,14 +444,14 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
         const int qi = kMode == kNceGradQ ? er : 16 * eq + e;  // the q row of this entry
         const Acc c = kDance ? math::dance_weight<M>(x[e], q_max_lw[qi], q_log_z[qi], p.dance) : Acc(1);
         const Acc g = q_factor[qi] * c * M::exp(c * (x[e] * p.inv_t) - q_lse[qi]);
-        s_tile[er * kNceSPad + 16 * eq + e] = valid[e] ? g : Acc(0);
+        put_p(e, valid[e] ? g : Acc(0));
       }
     }
     // Without P V (kNceWeights, kNceLogits without O) this orders the epilogue's reads of the
     // tile before the next tile's staging overwrites its storage; with P V, accumulate_pv's own
     // barriers order both its reads of P and the next staging.
     __syncthreads();  // write-after-read only (test_cuda_emulation_info_nce.py: WAR_ONLY)
-    if (has_pv) accumulate_pv(p, a0, b0, s_tile, v_s, row_scale, out, t == t0);
+    if (has_pv) accumulate_pv(p, a0, b0, s_tile, v_s, row_scale, out, t == t0, ht);
   }
 
   if ((kMode == kNceWeights || kMode == kNceLogits) && eq == 0 && a0 + er < p.rows_a) {
@@ -333,7 +499,7 @@ __global__ void __launch_bounds__(kNceFinishThreads)
   const int tid = threadIdx.x;
   Acc dot = Acc(0);
   for (long long c = tid; c < d; c += kNceFinishThreads) {
-    dot += static_cast<Acc>(q[r * d + c]) * static_cast<Acc>(k[r * d + c]);
+    dot += nce_load<Acc>(q[r * d + c]) * nce_load<Acc>(k[r * d + c]);
   }
   partial[tid] = dot;
   __syncthreads();
@@ -355,8 +521,8 @@ __global__ void __launch_bounds__(kNceFinishThreads)
       stats[r * 4 + 2] = Acc(0);
       stats[r * 4 + 3] = Acc(0);
     }
-    loss_out[r] = static_cast<T>(loss);
-    lse_out[r] = static_cast<T>(lse);
+    loss_out[r] = nce_store<T>(loss);
+    lse_out[r] = nce_store<T>(lse);
     o_scale_s = o_scale;
   }
   __syncthreads();
@@ -380,8 +546,8 @@ __global__ void info_nce_grad_rows_kernel(gmem<const T> grad_loss, gmem<const T>
   const long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   Acc ps, ng;
-  math::row_grad_factors<NceDeviceMath>(stats[r * 4 + 1], static_cast<Acc>(grad_loss[r]),
-                                        static_cast<Acc>(grad_lse[r]), ps, ng);
+  math::row_grad_factors<NceDeviceMath>(stats[r * 4 + 1], nce_load<Acc>(grad_loss[r]),
+                                        nce_load<Acc>(grad_lse[r]), ps, ng);
   pos[r] = ps * inv_t;
   factor[r] = ng * inv_t;
 }
@@ -396,9 +562,9 @@ __global__ void info_nce_grad_finish_kernel(gmem<const T> q, gmem<const T> k, gm
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * d) return;
   const long long r = i / d;
-  if (grad_k) grad_k[i] = static_cast<T>(pos[r] * static_cast<Acc>(q[i]));
+  if (grad_k) grad_k[i] = nce_store<T>(pos[r] * nce_load<Acc>(q[i]));
   if (grad_q) {
-    Acc g = pos[r] * static_cast<Acc>(k[i]);
+    Acc g = pos[r] * nce_load<Acc>(k[i]);
     if (o) {
       g += factor[r] * o[i];
     } else {
@@ -406,7 +572,7 @@ __global__ void info_nce_grad_finish_kernel(gmem<const T> q, gmem<const T> k, gm
       for (long long s = 0; s < splits; ++s) neg += part_q[s * rows * d + i];
       g += neg;
     }
-    grad_q[i] = static_cast<T>(g);
+    grad_q[i] = nce_store<T>(g);
   }
 }
 
@@ -434,9 +600,12 @@ inline NcePlan plan_info_nce(long long rows_a, long long rows_b, int num_sms, bo
   return plan;
 }
 
-template <typename Acc>
+// Dynamic shared memory of the tile kernel: the S tile, plus the V slice on CUDA cores (the
+// tensor-core path stages V in its static NceHalfTiles). At most 42 KiB (float64).
+template <typename T, typename Acc>
 constexpr unsigned nce_smem_bytes() {
-  return static_cast<unsigned>((kNceTile * kNceSPad + kNceStep * kNceVPad) * sizeof(Acc));
+  const int v_slice = kNceTensorCores<T> ? 0 : kNceStep * kNceVPad;
+  return static_cast<unsigned>((kNceTile * nce_s_pad<T>() + v_slice) * sizeof(Acc));
 }
 
 template <typename T, typename Acc, int kMode>
@@ -445,10 +614,10 @@ void launch_info_nce_tiles(const NceTileArgs<T, Acc>& args, bool dance, const Nc
   const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(plan.row_blocks));
   if (dance) {
     DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, true>), grid, dim3(kNceThreads),
-                nce_smem_bytes<Acc>(), stream)(args);
+                (nce_smem_bytes<T, Acc>()), stream)(args);
   } else {
     DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, false>), grid, dim3(kNceThreads),
-                nce_smem_bytes<Acc>(), stream)(args);
+                (nce_smem_bytes<T, Acc>()), stream)(args);
   }
 }
 
