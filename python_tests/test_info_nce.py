@@ -87,10 +87,17 @@ def test_temperature_001_float32_does_not_overflow(weighting, generator):
 NEEDS = [n for n in itertools.product([True, False], repeat=3) if any(n)]
 
 
-@pytest.mark.parametrize("needs", NEEDS, ids=lambda n: "".join("QKV"[i] if x else "_" for i, x in enumerate(n)))
+# Every combination of inputs needing gradients at two small sizes; the paths that differ
+# (O saved, tiles recomputed for q and/or the queue) at a size with several row blocks.
+GRAD_CASES = [(n, s) for n in NEEDS for s in [(1, 1, 3), (3, 1030, 17)]] + [
+    (n, (70, 600, 64)) for n in [(True, True, False), (True, False, True), (False, False, True)]
+]
+
+
+@pytest.mark.parametrize("needs,size", GRAD_CASES, ids=lambda v: "".join("QKV"[i] if x else "_" for i, x in enumerate(v)) if len(v) == 3 and isinstance(v[0], bool) else "x".join(map(str, v)))
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
-@pytest.mark.parametrize("b,k,d", [(1, 1, 3), (3, 1030, 17), (70, 600, 64)])
-def test_gradients_match_reference(needs, weighting, b, k, d, generator):
+def test_gradients_match_reference(needs, size, weighting, generator):
+    b, k, d = size
     q, pos, queue = moco_inputs(b, k, d, generator, torch.float64)
     g_loss = torch.randn(b, generator=generator, dtype=torch.float64)
     g_lse = torch.randn(b, generator=generator, dtype=torch.float64)

@@ -5,7 +5,10 @@
 // "A" rows and walks a range of 64-row "B" tiles (a split); per tile it
 //   1. computes the 64 x 64 inner products S = A B^T into shared memory (tile_products: CUDA
 //      cores in Acc for float32/float64, nvcuda::wmma tensor-core tiles with float accumulation
-//      for float16/bfloat16);
+//      for float16/bfloat16; step 3 likewise, with P rounded to the input dtype as in
+//      FlashAttention). NB: float32 stays off TF32 tensor cores on purpose: TF32's 10-bit inputs
+//      would put ~1e-3 relative errors into logits scaled by 1/T (up to 100), far outside the
+//      float32 contract the tests hold CPU and CUDA to (~1e-5);
 //   2. runs the epilogue of its mode on S, 4 threads per row, 16 entries each (the row's
 //      reductions are shuffles among those 4 lanes, in a fixed order);
 //   3. for modes with an output, adds P V to its [64, D] output rows (V = the B tile's rows, P
