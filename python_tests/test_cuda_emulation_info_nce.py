@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from diva_ext.testing import emulation
 
+from dance_regimes import REGIMES, UPPER_CUTOFF, tiny_normaliser_inputs
+
 pytestmark = pytest.mark.cuda_emulated
 
 E = emulation.load()
@@ -98,6 +100,22 @@ def test_backward_matches_cpu(shape, dtype, weighting):
                 torch.testing.assert_close(gt, wt, **tol(dtype, weighting, wt.abs().max().item()))
             else:
                 assert gt.numel() == 0
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_dance_rows_with_a_tiny_normaliser_match_cpu(regime):
+    """The first pass's two frames (the far maximum, the in-cutoff sum) and the all-at-floor
+    rule, with K over several tiles and B = 2 so that K splits over blocks and the partial
+    states merge."""
+    g = torch.Generator().manual_seed(BASE)
+    q, pos, queue = tiny_normaliser_inputs(regime, g, rows=2, far=70, kept=60)
+    args = (0.07, "dance", 0.5, UPPER_CUTOFF)
+    for dtype in (torch.float64, torch.float32):
+        ins = [t.to(dtype) for t in (q, pos, queue)]
+        got = E._info_nce_forward(*ins, *args, True, next_seed())
+        want = C._info_nce_forward(*ins, *args, True)
+        for gt, wt in zip(got, want):
+            torch.testing.assert_close(gt, wt, **tol(dtype, "dance", max(1.0, wt.abs().max().item())))
 
 
 def test_results_do_not_depend_on_the_schedule():

@@ -30,6 +30,8 @@ namespace diva_ext::cpu {
 namespace {
 
 using math::DanceParams;
+using math::DanceRow;
+using math::DanceStats;
 
 struct VecMath {
   template <typename T>
@@ -72,17 +74,17 @@ DIVA_ALWAYS_INLINE T max_of(const T* __restrict__ x, int64_t n) {
 }
 
 template <typename T>
-DIVA_ALWAYS_INLINE T weight(T s, const DanceParams<T>& p, T max_lw, T log_z) {
-  return math::dance_weight<VecMath>(s, max_lw, log_z, p);
+DIVA_ALWAYS_INLINE T weight(T s, const DanceParams<T>& p, const DanceRow<T>& row) {
+  return math::dance_weight<VecMath>(s, row, p);
 }
 
 // Sweep 1 of a DaNCE row: x_j = c_j s_j / T into s and c_j into scratch. (Without weights,
 // max_j s_j / T needs no sweep of its own: scaling by 1/T > 0 preserves the order exactly.)
 template <typename T>
 DIVA_ALWAYS_INLINE void dance_logits_sweep(T* __restrict__ s, T* __restrict__ scratch, int64_t n,
-                                           T inv_t, const DanceParams<T>& p, T max_lw, T log_z) {
+                                           T inv_t, const DanceParams<T>& p, const DanceRow<T>& row) {
   for (int64_t j = 0; j < n; ++j) {
-    const T c = weight(s[j], p, max_lw, log_z);
+    const T c = weight(s[j], p, row);
     scratch[j] = c;
     s[j] = c * (s[j] * inv_t);
   }
@@ -113,11 +115,11 @@ DIVA_ALWAYS_INLINE T exp_sweep(T* __restrict__ s, const T* __restrict__ scratch,
 
 template <typename T, bool kDance>
 DIVA_ALWAYS_INLINE T logits_row_impl(T* s, T* scratch, int64_t n, T inv_t, const DanceParams<T>& p,
-                                     T max_lw, T log_z, T& m, T& l, bool want_p) {
+                                     const DanceRow<T>& row, T& m, T& l, bool want_p) {
   // x_j = scale * s_j: the logits themselves (scale 1) after the DaNCE sweep, else s_j / T.
   T scale = inv_t;
   if constexpr (kDance) {
-    dance_logits_sweep(s, scratch, n, inv_t, p, max_lw, log_z);
+    dance_logits_sweep(s, scratch, n, inv_t, p, row);
     scale = T(1);
   }
   const T tile_max = max_of(s, n) * scale;
@@ -133,46 +135,51 @@ DIVA_ALWAYS_INLINE T logits_row_impl(T* s, T* scratch, int64_t n, T inv_t, const
 
 template <typename T>
 DIVA_ALWAYS_INLINE void weight_stats_row_impl(const T* __restrict__ s, T* __restrict__ scratch,
-                                              int64_t n, const DanceParams<T>& p, T& max_lw,
-                                              T& sum, int64_t& floored) {
+                                              int64_t n, const DanceParams<T>& p,
+                                              DanceStats<T>& st) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  T tile_max_in = kNegInf;
   for (int64_t j = 0; j < n; ++j) {
-    scratch[j] = math::dance_log_weight(s[j], p);
+    const T lw = math::dance_log_weight(s[j], p);
+    scratch[j] = lw;
+    const T in = math::dance_in_cutoff(s[j], p) ? lw : kNegInf;
+    tile_max_in = in > tile_max_in ? in : tile_max_in;
   }
   const T tile_max = max_of(scratch, n);
-  const T m_new = tile_max > max_lw ? tile_max : max_lw;
-  const T scale = max_lw == m_new ? T(1) : vexp(max_lw - m_new);
-  const T floor = T(math::kDanceLogFloor);
+  const T m = tile_max > st.max_lw ? tile_max : st.max_lw;
+  const T m_in = tile_max_in > st.max_in ? tile_max_in : st.max_in;
+  // NB: e^(-inf) = 0 (vexp flushes): an empty frame rescales its 0 sum to 0.
+  const T scale = st.max_in == m_in ? T(1) : vexp(st.max_in - m_in);
   constexpr int W = kLanes<T>;
   T acc[W] = {}, cnt[W] = {};
   int64_t j = 0;
   for (; j + W <= n; j += W) {
     for (int u = 0; u < W; ++u) {
-      const T rel = scratch[j + u] - m_new;
-      const bool keep = math::dance_in_cutoff(s[j + u], p) & (rel > floor);
-      const T kept = keep ? T(1) : T(0);
-      acc[u] += kept * vexp(rel);
-      cnt[u] += T(1) - kept;
+      const bool keep = math::dance_kept(scratch[j + u], m, math::dance_in_cutoff(s[j + u], p));
+      // (kept terms lie in the cutoff, so log w - m_in <= 0; the others add e^-inf = 0)
+      acc[u] += vexp(keep ? scratch[j + u] - m_in : kNegInf);
+      cnt[u] += keep ? T(0) : T(1);
     }
   }
   T tile_sum = lane_sum(acc);
   T tile_cnt = lane_sum(cnt);  // exact: at most n small integers
   for (; j < n; ++j) {
-    const T rel = scratch[j] - m_new;
-    const bool keep = math::dance_in_cutoff(s[j], p) & (rel > floor);
-    tile_sum += keep ? vexp(rel) : T(0);
+    const bool keep = math::dance_kept(scratch[j], m, math::dance_in_cutoff(s[j], p));
+    tile_sum += keep ? vexp(scratch[j] - m_in) : T(0);
     tile_cnt += keep ? T(0) : T(1);
   }
-  sum = sum * scale + tile_sum;
-  floored += static_cast<int64_t>(tile_cnt);
-  max_lw = m_new;
+  st.sum_in = st.sum_in * scale + tile_sum;
+  st.floored += static_cast<int64_t>(tile_cnt);
+  st.max_lw = m;
+  st.max_in = m_in;
 }
 
 template <typename T, bool kDance>
 DIVA_ALWAYS_INLINE void grad_row_impl(T* __restrict__ s, int64_t n, T inv_t, T lse, T factor,
-                                      const DanceParams<T>& p, T max_lw, T log_z) {
+                                      const DanceParams<T>& p, const DanceRow<T>& row) {
   for (int64_t j = 0; j < n; ++j) {
     if constexpr (kDance) {
-      const T c = weight(s[j], p, max_lw, log_z);
+      const T c = weight(s[j], p, row);
       s[j] = factor * c * vexp(c * (s[j] * inv_t) - lse);
     } else {
       s[j] = factor * vexp(s[j] * inv_t - lse);
@@ -210,45 +217,42 @@ DIVA_ALWAYS_INLINE bool all_finite_impl(const T* __restrict__ x, int64_t n) {
 }  // namespace
 
 DIVA_INFO_NCE_CLONES float logits_row(float* s, float* scratch, int64_t n, float inv_t, bool dance,
-                                 const DanceParams<float>& p, float max_lw, float log_z, float& m,
+                                 const DanceParams<float>& p, const DanceRow<float>& row, float& m,
                                  float& l, bool want_p) {
-  return dance ? logits_row_impl<float, true>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p)
-               : logits_row_impl<float, false>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p);
+  return dance ? logits_row_impl<float, true>(s, scratch, n, inv_t, p, row, m, l, want_p)
+               : logits_row_impl<float, false>(s, scratch, n, inv_t, p, row, m, l, want_p);
 }
 DIVA_INFO_NCE_CLONES double logits_row(double* s, double* scratch, int64_t n, double inv_t, bool dance,
-                                  const DanceParams<double>& p, double max_lw, double log_z,
+                                  const DanceParams<double>& p, const DanceRow<double>& row,
                                   double& m, double& l, bool want_p) {
   return dance
-             ? logits_row_impl<double, true>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p)
-             : logits_row_impl<double, false>(s, scratch, n, inv_t, p, max_lw, log_z, m, l, want_p);
+             ? logits_row_impl<double, true>(s, scratch, n, inv_t, p, row, m, l, want_p)
+             : logits_row_impl<double, false>(s, scratch, n, inv_t, p, row, m, l, want_p);
 }
 
 DIVA_INFO_NCE_CLONES void weight_stats_row(const float* s, float* scratch, int64_t n,
-                                      const DanceParams<float>& p, float& max_lw, float& sum,
-                                      int64_t& floored) {
-  weight_stats_row_impl(s, scratch, n, p, max_lw, sum, floored);
+                                           const DanceParams<float>& p, DanceStats<float>& st) {
+  weight_stats_row_impl(s, scratch, n, p, st);
 }
 DIVA_INFO_NCE_CLONES void weight_stats_row(const double* s, double* scratch, int64_t n,
-                                      const DanceParams<double>& p, double& max_lw, double& sum,
-                                      int64_t& floored) {
-  weight_stats_row_impl(s, scratch, n, p, max_lw, sum, floored);
+                                           const DanceParams<double>& p, DanceStats<double>& st) {
+  weight_stats_row_impl(s, scratch, n, p, st);
 }
 
 DIVA_INFO_NCE_CLONES void grad_row(float* s, int64_t n, float inv_t, float lse, float factor, bool dance,
-                              const DanceParams<float>& p, float max_lw, float log_z) {
+                              const DanceParams<float>& p, const DanceRow<float>& row) {
   if (dance) {
-    grad_row_impl<float, true>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+    grad_row_impl<float, true>(s, n, inv_t, lse, factor, p, row);
   } else {
-    grad_row_impl<float, false>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+    grad_row_impl<float, false>(s, n, inv_t, lse, factor, p, row);
   }
 }
 DIVA_INFO_NCE_CLONES void grad_row(double* s, int64_t n, double inv_t, double lse, double factor,
-                              bool dance, const DanceParams<double>& p, double max_lw,
-                              double log_z) {
+                              bool dance, const DanceParams<double>& p, const DanceRow<double>& row) {
   if (dance) {
-    grad_row_impl<double, true>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+    grad_row_impl<double, true>(s, n, inv_t, lse, factor, p, row);
   } else {
-    grad_row_impl<double, false>(s, n, inv_t, lse, factor, p, max_lw, log_z);
+    grad_row_impl<double, false>(s, n, inv_t, lse, factor, p, row);
   }
 }
 

@@ -13,28 +13,27 @@ namespace diva_ext::cpu {
 // Online (max, sum) of a row's negative logits x_j = c_j s_j / T: max -> m, l <- l e^(m_old - m)
 // + sum_j e^(x_j - m). With want_p, s is overwritten with c_j e^(x_j - m) (the tile of the O
 // product); otherwise it is left as scratch. Returns e^(m_old - m), the factor for the row's O.
-// dance: c_j = w_j from (max_lw, log_z); scratch holds n weights; without dance both are unused.
+// dance: c_j = w_j from the row constants; scratch holds n weights; without dance both are unused.
 float logits_row(float* s, float* scratch, int64_t n, float inv_t, bool dance,
-                 const math::DanceParams<float>& p, float max_lw, float log_z, float& m, float& l,
+                 const math::DanceParams<float>& p, const math::DanceRow<float>& row, float& m, float& l,
                  bool want_p);
 double logits_row(double* s, double* scratch, int64_t n, double inv_t, bool dance,
-                  const math::DanceParams<double>& p, double max_lw, double log_z, double& m,
+                  const math::DanceParams<double>& p, const math::DanceRow<double>& row, double& m,
                   double& l, bool want_p);
 
-// DaNCE first pass: online (max_lw, sum) of the row's floored weights, and the count of terms
-// counted at the floor (math/info_nce.h). scratch holds n log-weights.
+// DaNCE first pass: folds the row's tile into its online state (math::DanceStats). scratch
+// holds n log-weights.
 void weight_stats_row(const float* s, float* scratch, int64_t n, const math::DanceParams<float>& p,
-                      float& max_lw, float& sum, int64_t& floored);
+                      math::DanceStats<float>& st);
 void weight_stats_row(const double* s, double* scratch, int64_t n,
-                      const math::DanceParams<double>& p, double& max_lw, double& sum,
-                      int64_t& floored);
+                      const math::DanceParams<double>& p, math::DanceStats<double>& st);
 
 // Backward: s_j -> factor * c_j * e^(c_j s_j / T - lse) (in place), the gradient of the row's
 // objective with respect to s_j, where factor = (g + h) / T (math::row_grad_factors).
 void grad_row(float* s, int64_t n, float inv_t, float lse, float factor, bool dance,
-              const math::DanceParams<float>& p, float max_lw, float log_z);
+              const math::DanceParams<float>& p, const math::DanceRow<float>& row);
 void grad_row(double* s, int64_t n, double inv_t, double lse, double factor, bool dance,
-              const math::DanceParams<double>& p, double max_lw, double log_z);
+              const math::DanceParams<double>& p, const math::DanceRow<double>& row);
 
 // <a, b> over n entries, accumulated lane-wise in a fixed order.
 float dot(const float* a, const float* b, int64_t n);

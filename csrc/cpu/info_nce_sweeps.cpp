@@ -106,43 +106,30 @@ void run_items(const InfoNceProblem<T>& pr, const Split& split, Body&& body) {
   });
 }
 
-// DaNCE's first pass: stats[:, kMaxLogWeight] and stats[:, kLogNormaliser].
+// DaNCE's first pass: the weights' row constants (math::DanceRow) into stats.
 template <typename T>
 void weight_stats_pass(const InfoNceProblem<T>& pr, T* stats) {
   const int64_t b = pr.q.size(0), k = pr.queue.size(0);
   const Split split = make_split(b, k, /*whole_b=*/false);
-  const int64_t parts = split.chunks * b;
-  std::vector<T> max_part(parts, -std::numeric_limits<T>::infinity()), sum_part(parts, T(0));
-  std::vector<int64_t> floored_part(parts, 0);
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  const math::DanceStats<T> empty{kNegInf, kNegInf, T(0), 0};
+  std::vector<math::DanceStats<T>> parts(split.chunks * b, empty);
   run_items(pr, split, [&](int64_t r0, int64_t r1, int64_t c, int64_t c0, int64_t c1,
                            const at::Tensor& buf, T* scratch) {
-    T* mx = max_part.data() + c * b;
-    T* sum = sum_part.data() + c * b;
-    int64_t* floored = floored_part.data() + c * b;
+    math::DanceStats<T>* chunk = parts.data() + c * b;
     for_each_block(pr, split, r0, r1, c0, c1, buf,
                    [&](int64_t i0, int64_t rows, int64_t, int64_t cols, const at::Tensor& s) {
                      T* sp = s.data_ptr<T>();
                      for (int64_t r = 0; r < rows; ++r) {
-                       const int64_t i = i0 + r;
-                       weight_stats_row(sp + r * cols, scratch, cols, pr.params, mx[i], sum[i],
-                                        floored[i]);
+                       weight_stats_row(sp + r * cols, scratch, cols, pr.params, chunk[i0 + r]);
                      }
                    });
   });
   at::parallel_for(0, b, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      T m = -std::numeric_limits<T>::infinity(), l = T(0), sa, sb;
-      int64_t floored = 0;
-      for (int64_t c = 0; c < split.chunks; ++c) {
-        math::merge_max_sum<StdMath>(m, l, max_part[c * b + i], sum_part[c * b + i], sa, sb);
-        floored += floored_part[c * b + i];
-      }
-      // NB: Z = sum of the unfloored terms + floored * 1e-45, formed in double so that a row whose
-      // every weight sits at the floor keeps a finite log Z in float32 too.
-      const double z = static_cast<double>(l) + static_cast<double>(floored) * 1e-45;
-      T* row = stats + i * kStatsColumns;
-      row[kMaxLogWeight] = k > 0 ? m : T(0);
-      row[kLogNormaliser] = k > 0 ? static_cast<T>(std::log(z)) : T(0);
+      math::DanceStats<T> st = empty;
+      for (int64_t c = 0; c < split.chunks; ++c) math::merge_dance_stats<StdMath>(st, parts[c * b + i]);
+      math::store_dance_row(stats, i, math::dance_row(st, k));
     }
   });
 }
@@ -176,9 +163,8 @@ at::Tensor info_nce_forward(const InfoNceProblem<T>& pr, at::Tensor o) {
         T* sp = s.data_ptr<T>();
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = i0 + r;
-          const T* st_i = st + i * kStatsColumns;
           const T scale = logits_row(sp + r * cols, scratch, cols, pr.inv_t, pr.dance, pr.params,
-                                     st_i[kMaxLogWeight], st_i[kLogNormaliser], mx[i], sum[i],
+                                     math::load_dance_row<T>(st, i), mx[i], sum[i],
                                      want_o);
           if (want_o && scale != T(1)) {
             T* o_row = o_c.data_ptr<T>() + i * d;
@@ -252,7 +238,7 @@ void info_nce_backward_sweep(const InfoNceProblem<T>& pr, const at::Tensor& stat
         const int64_t i = i0 + r;
         const T* st_i = st + i * kStatsColumns;
         grad_row(sp + r * cols, cols, pr.inv_t, st_i[kLse], negp[i] * pr.inv_t, pr.dance, pr.params,
-                 st_i[kMaxLogWeight], st_i[kLogNormaliser]);
+                 math::load_dance_row<T>(st, i));
       }
       const at::Tensor queue_tile = pr.queue.narrow(0, j0, cols);
       if (want_q) q_c.narrow(0, i0, rows).addmm_(s, queue_tile);

@@ -32,10 +32,9 @@ struct InfoNceProblem {
   math::DanceParams<T> params;
 };
 
-// Row statistics of a forward pass, [B, 4] of T: lse, loss, max log-weight, log normaliser.
-// The last two are DaNCE's weight statistics (0 for weighting "none").
-enum StatsColumn : int64_t { kLse = 0, kLoss = 1, kMaxLogWeight = 2, kLogNormaliser = 3 };
-constexpr int64_t kStatsColumns = 4;
+// Row statistics of a forward pass, [B, kStatsColumns] of T: the layout of math/info_nce.h.
+constexpr int64_t kStatsColumns = math::kNceStatsColumns;
+constexpr int64_t kLse = math::kStatLse, kLoss = math::kStatLoss;
 
 // Forward: returns stats; when o is defined ([B, D], T), also writes O_i = sum_j c_ij p_ij queue_j.
 template <typename T>

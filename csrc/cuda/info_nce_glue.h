@@ -47,7 +47,7 @@ struct InfoNceGlue {
     const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), queue = queue_in.contiguous();
     const int64_t b = q.size(0), kq = queue.size(0), d = q.size(1);
     const auto acc_opts = q.options().dtype(info_nce_acc_dtype(q.scalar_type()));
-    at::Tensor stats = at::empty({b, 4}, acc_opts);
+    at::Tensor stats = at::empty({b, math::kNceStatsColumns}, acc_opts);
     at::Tensor loss = at::empty({b}, q.options()), lse = at::empty({b}, q.options());
     at::Tensor o = save_o ? at::empty({b, d}, acc_opts) : at::empty({0}, acc_opts);
     if (b == 0) return {loss, lse, stats, o};
@@ -56,6 +56,7 @@ struct InfoNceGlue {
     at::Tensor part_m = at::empty({plan.splits, b}, acc_opts);
     at::Tensor part_l = at::empty({plan.splits, b}, acc_opts);
     at::Tensor part_floored = at::empty({dance ? plan.splits : 0, b}, q.options().dtype(at::kLong));
+    at::Tensor part_m_in = at::empty({dance ? plan.splits : 0, b}, acc_opts);
     at::Tensor part_o = at::empty({save_o ? plan.splits : 0, b, d}, acc_opts);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "info_nce_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
@@ -66,6 +67,7 @@ struct InfoNceGlue {
           math::make_dance_params<acc_t>(d, lower_cutoff, upper_cutoff), plan,
           Backend::template ptr<acc_t>(part_m, "part_m"), Backend::template ptr<acc_t>(part_l, "part_l"),
           Backend::template ptr<std::int64_t>(part_floored, "part_floored"),
+          Backend::template ptr<acc_t>(part_m_in, "part_m_in"),
           Backend::template ptr<acc_t>(part_o, "part_o"), Backend::template ptr<acc_t>(stats, "stats"),
           Backend::template ptr<kt>(loss, "loss"), Backend::template ptr<kt>(lse, "lse"),
           save_o ? Backend::template ptr<acc_t>(o, "o") : nullptr, Backend::stream());

@@ -15,7 +15,7 @@
 //      the epilogue's tile), D in chunks of 64 columns, read-modify-write in global memory: the
 //      thread that owns an element keeps it for the whole kernel, so no atomics.
 // Modes (NceMode):
-//   kNceWeights    A = q, B = queue: DaNCE's first pass, online (max log-weight, sum, floored).
+//   kNceWeights    A = q, B = queue: DaNCE's first pass, online (math::DanceStats).
 //   kNceLogits     A = q, B = queue: online (max, sum) of the logits; with an output, O += P V
 //                  rescaled by e^(m_old - m_new) (FlashAttention), P = c e^(x - m).
 //   kNceGradQ      A = q, B = queue: out += P' queue, P' = (g + h)/T c e^(c s / T - lse).
@@ -116,11 +116,12 @@ struct NceTileArgs {
   long long tiles_per_split;
   Acc inv_t;
   math::DanceParams<Acc> dance;
-  gmem<const Acc> stats;   // [B, 4] by q row: lse, loss, max log-weight, log normaliser
+  gmem<const Acc> stats;   // [B, kNceStatsColumns] by q row (math/info_nce.h)
   gmem<const Acc> factor;  // [B] by q row: (g + h) / T (gradient modes)
   gmem<Acc> part_m;        // [splits, rows_a] (kNceWeights, kNceLogits)
   gmem<Acc> part_l;        // [splits, rows_a]
   gmem<std::int64_t> part_floored;  // [splits, rows_a] (kNceWeights)
+  gmem<Acc> part_m_in;     // [splits, rows_a] (kNceWeights): DanceStats::max_in
   gmem<Acc> out;           // [splits, rows_a, d] (see the modes; kNceLogits only if want_out)
   bool want_out;
 };
@@ -342,7 +343,8 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
   gmem<Acc> v_s = smem + kNceTile * S;               // [kNceStep][kNceVPad] (CUDA cores)
   __shared__ NceHalfTiles<T> ht;
   __shared__ Acc row_scale[kNceTile];
-  __shared__ Acc q_lse[kNceTile], q_factor[kNceTile], q_max_lw[kNceTile], q_log_z[kNceTile];
+  __shared__ Acc q_lse[kNceTile], q_factor[kNceTile];
+  __shared__ math::DanceRow<Acc> q_dance[kNceTile];
 
   using M = NceDeviceMath;
   const int tid = threadIdx.x;
@@ -361,10 +363,9 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
     if (tid < kNceTile) {
       const long long r = q0 + tid;
       const bool ok = r < q_rows;
-      q_lse[tid] = ok ? p.stats[r * 4 + 0] : Acc(0);
+      q_lse[tid] = ok ? p.stats[r * math::kNceStatsColumns + math::kStatLse] : Acc(0);
       q_factor[tid] = ok && p.factor ? p.factor[r] : Acc(0);
-      q_max_lw[tid] = ok ? p.stats[r * 4 + 2] : Acc(0);
-      q_log_z[tid] = ok ? p.stats[r * 4 + 3] : Acc(0);
+      q_dance[tid] = ok ? math::load_dance_row<Acc>(p.stats, r) : math::DanceRow<Acc>{Acc(0), Acc(0), Acc(0)};
     }
   };
   if (kMode == kNceGradQ || (kMode == kNceLogits && kDance)) load_q_stats(a0, p.rows_a);
@@ -380,7 +381,8 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
     }
   };
 
-  Acc m = nce_neg_inf<Acc>(), l = Acc(0);
+  // (kNceWeights: m, l, m_in, floored are the DanceStats max_lw, sum_in, max_in, floored)
+  Acc m = nce_neg_inf<Acc>(), l = Acc(0), m_in = nce_neg_inf<Acc>();
   std::int64_t floored = 0;
 
   for (long long t = t0; t < t1; ++t) {
@@ -397,35 +399,37 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
       x[e] = s_tile[er * S + c];
     }
     if (kMode == kNceWeights) {
-      Acc tile_max = nce_neg_inf<Acc>();
+      Acc tile_max = nce_neg_inf<Acc>(), tile_max_in = nce_neg_inf<Acc>();
+      bool in[16];
       for (int e = 0; e < 16; ++e) {
+        in[e] = valid[e] & math::dance_in_cutoff(x[e], p.dance);
         x[e] = valid[e] ? math::dance_log_weight(x[e], p.dance) : nce_neg_inf<Acc>();
         tile_max = x[e] > tile_max ? x[e] : tile_max;
+        tile_max_in = in[e] & (x[e] > tile_max_in) ? x[e] : tile_max_in;
       }
-      // in_cutoff needs s again: the tile still holds it.
       tile_max = quad_max(tile_max);
+      tile_max_in = quad_max(tile_max_in);
       const Acc m_new = tile_max > m ? tile_max : m;
-      const Acc rescale = m == m_new ? Acc(1) : M::exp(m - m_new);
+      const Acc m_in_new = tile_max_in > m_in ? tile_max_in : m_in;
+      const Acc rescale = m_in == m_in_new ? Acc(1) : M::exp(m_in - m_in_new);
       Acc sum = Acc(0);
       int count = 0;
       for (int e = 0; e < 16; ++e) {
-        const Acc s = s_tile[er * S + 16 * eq + e];
-        const Acc rel = x[e] - m_new;
-        const bool keep = valid[e] & math::dance_in_cutoff(s, p.dance) &
-                          (rel > static_cast<Acc>(math::kDanceLogFloor));
-        sum += keep ? M::exp(rel) : Acc(0);
+        const bool keep = math::dance_kept(x[e], m_new, in[e]);
+        sum += keep ? M::exp(x[e] - m_in_new) : Acc(0);
         count += valid[e] & !keep;
       }
       sum = quad_sum(sum);
       count = quad_sum(count);
       l = l * rescale + sum;
       m = m_new;
+      m_in = m_in_new;
       floored += count;
     } else if (kMode == kNceLogits) {
       Acc c[16];
       Acc tile_max = nce_neg_inf<Acc>();
       for (int e = 0; e < 16; ++e) {
-        c[e] = kDance ? math::dance_weight<M>(x[e], q_max_lw[er], q_log_z[er], p.dance) : Acc(1);
+        c[e] = kDance ? math::dance_weight<M>(x[e], q_dance[er], p.dance) : Acc(1);
         x[e] = valid[e] ? c[e] * (x[e] * p.inv_t) : nce_neg_inf<Acc>();
         tile_max = x[e] > tile_max ? x[e] : tile_max;
       }
@@ -445,7 +449,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
     } else {
       for (int e = 0; e < 16; ++e) {
         const int qi = kMode == kNceGradQ ? er : 16 * eq + e;  // the q row of this entry
-        const Acc c = kDance ? math::dance_weight<M>(x[e], q_max_lw[qi], q_log_z[qi], p.dance) : Acc(1);
+        const Acc c = kDance ? math::dance_weight<M>(x[e], q_dance[qi], p.dance) : Acc(1);
         const Acc g = q_factor[qi] * c * M::exp(c * (x[e] * p.inv_t) - q_lse[qi]);
         put_p(e, valid[e] ? g : Acc(0));
       }
@@ -461,34 +465,36 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
     const long long idx = split * p.rows_a + a0 + er;
     p.part_m[idx] = m;
     p.part_l[idx] = l;
-    if (kMode == kNceWeights) p.part_floored[idx] = floored;
+    if (kMode == kNceWeights) {
+      p.part_floored[idx] = floored;
+      p.part_m_in[idx] = m_in;
+    }
   }
 }
 
 // ---- merges and per-row work --------------------------------------------------------------
 
-// DaNCE: stats[:, 2:4] = (max log-weight, log normaliser) from the splits' partials.
+// DaNCE: the weights' row constants (math::DanceRow) into stats, from the splits' partials
+// of the first pass (k: the queue length K).
 template <typename Acc>
 __global__ void info_nce_weights_merge_kernel(gmem<const Acc> part_m, gmem<const Acc> part_l,
+                                              gmem<const Acc> part_m_in,
                                               gmem<const std::int64_t> part_floored, long long splits,
-                                              long long rows, gmem<Acc> stats) {
+                                              long long rows, long long k, gmem<Acc> stats) {
   const long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
-  Acc m = nce_neg_inf<Acc>(), l = Acc(0), sa, sb;
-  std::int64_t floored = 0;
+  math::DanceStats<Acc> st{nce_neg_inf<Acc>(), nce_neg_inf<Acc>(), Acc(0), 0};
   for (long long s = 0; s < splits; ++s) {
-    math::merge_max_sum<NceDeviceMath>(m, l, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
-    floored += part_floored[s * rows + r];
+    const long long i = s * rows + r;
+    math::merge_dance_stats<NceDeviceMath>(
+        st, math::DanceStats<Acc>{part_m[i], part_m_in[i], part_l[i], part_floored[i]});
   }
-  // NB: in double, as on the CPU: a row whose weights all sit at the floor keeps a finite log Z.
-  const double z = static_cast<double>(l) + static_cast<double>(floored) * 1e-45;
-  stats[r * 4 + 2] = m;
-  stats[r * 4 + 3] = static_cast<Acc>(::log(z));
+  math::store_dance_row(stats, r, math::dance_row(st, k));
 }
 
 // One block per row: merges the splits' (max, sum, O) in split order, adds the positive logit
-// and writes loss, lse, stats[:, 0:2] (and 0 for stats[:, 2:4] unless weight_stats: the DaNCE
-// pass wrote them) and O.
+// and writes loss, lse and their stats columns (and zero DaNCE columns unless weight_stats: the
+// DaNCE pass wrote them) and O.
 template <typename T, typename Acc>
 __global__ void __launch_bounds__(kNceFinishThreads)
     info_nce_finish_kernel(gmem<const T> q, gmem<const T> k, gmem<const Acc> part_m,
@@ -518,12 +524,9 @@ __global__ void __launch_bounds__(kNceFinishThreads)
   if (tid == 0) {
     Acc loss, lse, o_scale;
     math::finish_row<M>(m, l, partial[0] * inv_t, loss, lse, o_scale);
-    stats[r * 4 + 0] = lse;
-    stats[r * 4 + 1] = loss;
-    if (!weight_stats) {
-      stats[r * 4 + 2] = Acc(0);
-      stats[r * 4 + 3] = Acc(0);
-    }
+    stats[r * math::kNceStatsColumns + math::kStatLse] = lse;
+    stats[r * math::kNceStatsColumns + math::kStatLoss] = loss;
+    if (!weight_stats) math::store_dance_row(stats, r, math::DanceRow<Acc>{Acc(0), Acc(0), Acc(0)});
     loss_out[r] = nce_store<T>(loss);
     lse_out[r] = nce_store<T>(lse);
     o_scale_s = o_scale;
@@ -549,7 +552,7 @@ __global__ void info_nce_grad_rows_kernel(gmem<const T> grad_loss, gmem<const T>
   const long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   Acc ps, ng;
-  math::row_grad_factors<NceDeviceMath>(stats[r * 4 + 1], nce_load<Acc>(grad_loss[r]),
+  math::row_grad_factors<NceDeviceMath>(stats[r * math::kNceStatsColumns + math::kStatLoss], nce_load<Acc>(grad_loss[r]),
                                         nce_load<Acc>(grad_lse[r]), ps, ng);
   pos[r] = ps * inv_t;
   factor[r] = ng * inv_t;
@@ -628,8 +631,9 @@ inline unsigned nce_blocks(long long n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
-// Buffers of the forward pass (all contiguous): q, k [b, d], queue [kq, d]; stats [b, 4];
-// loss, lse [b]; o [b, d] or null; with kq > 0, part_m, part_l, part_floored [plan.splits, b]
+// Buffers of the forward pass (all contiguous): q, k [b, d], queue [kq, d]; stats [b, 5];
+// loss, lse [b]; o [b, d] or null; with kq > 0, part_m, part_l [plan.splits, b], with dance
+// also part_floored, part_m_in [plan.splits, b],
 // and (when o) part_o [plan.splits, b, d], plan = plan_info_nce(b, kq, num_sms, false).
 // Requires b >= 1.
 template <typename T, typename Acc>
@@ -637,16 +641,16 @@ void launch_info_nce_forward(gmem<const T> q, gmem<const T> k, gmem<const T> que
                              long long kq, long long d, double temperature, bool dance,
                              const math::DanceParams<Acc>& dance_params, const NcePlan& plan,
                              gmem<Acc> part_m, gmem<Acc> part_l, gmem<std::int64_t> part_floored,
-                             gmem<Acc> part_o, gmem<Acc> stats, gmem<T> loss, gmem<T> lse,
+                             gmem<Acc> part_m_in, gmem<Acc> part_o, gmem<Acc> stats, gmem<T> loss, gmem<T> lse,
                              gmem<Acc> o, cudaStream_t stream) {
   const Acc inv_t = static_cast<Acc>(1.0 / temperature);
   if (kq > 0) {
     NceTileArgs<T, Acc> args{q, queue, b, kq, d, plan.tiles_per_split, inv_t, dance_params,
-                             stats, nullptr, part_m, part_l, part_floored, part_o, false};
+                             stats, nullptr, part_m, part_l, part_floored, part_m_in, part_o, false};
     if (dance) {
       launch_info_nce_tiles<T, Acc, kNceWeights>(args, true, plan, stream);
       DIVA_LAUNCH((info_nce_weights_merge_kernel<Acc>), nce_blocks(b, 256), dim3(256), 0, stream)(
-          part_m, part_l, part_floored, plan.splits, b, stats);
+          part_m, part_l, part_m_in, part_floored, plan.splits, b, kq, stats);
     }
     args.want_out = static_cast<bool>(o);
     launch_info_nce_tiles<T, Acc, kNceLogits>(args, dance, plan, stream);
@@ -657,7 +661,7 @@ void launch_info_nce_forward(gmem<const T> q, gmem<const T> k, gmem<const T> que
                                                   dance && kq > 0, stats, loss, lse, o);
 }
 
-// Buffers of the backward pass: grad_loss, grad_lse [b]; stats [b, 4] (from the forward); o [b, d]
+// Buffers of the backward pass: grad_loss, grad_lse [b]; stats [b, 5] (from the forward); o [b, d]
 // or null; pos, factor [b]; grad_q [b, d] or null (then q's part is not computed), grad_k [b, d]
 // or null; grad_queue_acc [kq, d] (Acc) or null. When grad_q and not o and kq > 0: part_q
 // [plan_q.splits, b, d], plan_q = plan_info_nce(b, kq, num_sms, false). Requires b, d >= 1.
@@ -675,7 +679,7 @@ void launch_info_nce_backward(gmem<const T> grad_loss, gmem<const T> grad_lse, g
   const bool recompute_q = grad_q && !o && kq > 0;
   if (recompute_q) {
     NceTileArgs<T, Acc> args{q, queue, b, kq, d, plan_q.tiles_per_split, inv_t, dance_params,
-                             stats, factor, nullptr, nullptr, nullptr, part_q, true};
+                             stats, factor, nullptr, nullptr, nullptr, nullptr, part_q, true};
     launch_info_nce_tiles<T, Acc, kNceGradQ>(args, dance, plan_q, stream);
   }
   if (grad_q || grad_k) {
@@ -686,7 +690,7 @@ void launch_info_nce_backward(gmem<const T> grad_loss, gmem<const T> grad_lse, g
   if (grad_queue_acc && kq > 0) {
     const NcePlan plan = plan_info_nce(kq, b, 1, /*single_split=*/true);
     NceTileArgs<T, Acc> args{queue, q, kq, b, d, plan.tiles_per_split, inv_t, dance_params,
-                             stats, factor, nullptr, nullptr, nullptr, grad_queue_acc, true};
+                             stats, factor, nullptr, nullptr, nullptr, nullptr, grad_queue_acc, true};
     launch_info_nce_tiles<T, Acc, kNceGradQueue>(args, dance, plan, stream);
   }
 }

@@ -12,6 +12,8 @@ import torch
 
 _FLOAT_CPU = (torch.float32, torch.float64)
 _FLOAT_ANY = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Columns of the saved row statistics: lse, loss and DaNCE's row constants (csrc math/info_nce.h).
+STATS_COLUMNS = 5
 
 
 def _check(op, q, k, queue):
@@ -47,7 +49,7 @@ def _info_nce_forward_fake(q, k, queue, temperature, weighting, lower_cutoff, up
     b, d = q.shape
     acc = _acc_dtype(q.dtype)
     o = q.new_empty((b, d), dtype=acc) if save_o else q.new_empty((0,))
-    return q.new_empty((b,)), q.new_empty((b,)), q.new_empty((b, 4), dtype=acc), o
+    return q.new_empty((b,)), q.new_empty((b,)), q.new_empty((b, STATS_COLUMNS), dtype=acc), o
 
 
 @torch.library.register_fake("diva_ext::_info_nce_backward")

@@ -8,6 +8,7 @@
 #include <ATen/ops/isfinite.h>
 
 #include "diva_ext/checks.h"
+#include "diva_ext/math/info_nce.h"
 
 namespace diva_ext {
 
@@ -71,8 +72,8 @@ inline void check_info_nce_backward_args(const at::Tensor& grad_loss, const at::
   }
   const at::ScalarType acc = info_nce_acc_dtype(q.scalar_type());
   if (stats.defined()) {
-    TORCH_CHECK(stats.dim() == 2 && stats.size(0) == b && stats.size(1) == 4, op,
-                ": stats must have shape [", b, ", 4], got ", stats.sizes());
+    TORCH_CHECK(stats.dim() == 2 && stats.size(0) == b && stats.size(1) == math::kNceStatsColumns, op,
+                ": stats must have shape [", b, ", ", math::kNceStatsColumns, "], got ", stats.sizes());
     TORCH_CHECK(stats.scalar_type() == acc, op, ": stats must be ", acc, ", got ",
                 stats.scalar_type());
     check_same_device(q, "q", stats, "stats", op);

@@ -10,16 +10,24 @@
 // function: math/distance_weighted.h), from the inner product s with d = max(sqrt(2 - 2s), lc):
 //   log w = (2 - n) log d - (n - 3)/2 log(max(1 - d^2/4, 1e-8))
 //   w_ij = max(exp(log w_ij - M_i) * [d_ij <= upper_cutoff], 1e-45) / Z_i
-// with M_i = max_j log w_ij over all j and Z_i the row sum. Kernels keep log Z_i and evaluate
-//   w_ij = exp(max(log w_ij - M_i, log 1e-45) - log Z_i)    (0 -> log 1e-45 outside the cutoff)
-// which equals the contract's formula and stays a normal number even when Z_i is tiny. The
-// cutoff d <= uc is the threshold s >= 1 - uc^2/2 (valid as lower_cutoff <= upper_cutoff).
+// with M_i = max_j log w_ij over all j and Z_i the row sum. The first pass (DanceStats) yields
+// Z_i; kernels then evaluate, with the per-row constants of DanceRow,
+//   w_ij = exp(x_ij) if in cutoff and x_ij > F_i, else exp(F_i),
+//   x_ij = (log w_ij - S_hi) - S_lo,  S_hi + S_lo = M_i + log Z_i,  F_i = log 1e-45 - log Z_i
+// which equals the contract's formula and stays a normal number even when Z_i is tiny.
+// The cutoff d <= uc is the threshold s >= 1 - uc^2/2 (valid as lower_cutoff <= upper_cutoff).
 //
-// NB: the first pass computes (M_i, Z_i) online. A term is counted as clamped (1e-45) when it
-// is under the floor relative to the running maximum; a term that only falls under the floor
-// after a later, larger maximum keeps its (smaller) rescaled value. The difference in Z_i is
-// below K * 1e-45 absolute: it only shows when every weight of a row underflows relative to a
-// maximum that lies beyond the upper cutoff.
+// NB: precision. The row maximum M_i often lies beyond the cutoff (at D = 128 a negative with
+// d = 1.9 has log w ~ 65, one at d = 1 ~ 18), so the weights that matter sit e^-50 below it.
+// Differences of magnitude 50 carry float32 rounding of ~2e-6, so the first pass sums the kept
+// terms relative to the largest in-cutoff log-weight instead, and DanceRow's constants are
+// formed in double (the shift as a float pair): the weights keep the precision of log w itself.
+//
+// NB: the first pass runs online. A term is kept when it is within the floor of the running
+// maximum; one that only falls under the floor after a later, larger maximum keeps its
+// (smaller) rescaled value, a difference below K * 1e-45 of Z_i relative to e^M_i. When every
+// in-cutoff term ends up under the floor of the final maximum, dance_row counts all K at the
+// floor, exactly as the contract does.
 //
 // NB: the Math policy supplies exp (CPU: a vectorisable polynomial; CUDA: the device function)
 // so both back ends evaluate the same expressions in the same order.
@@ -53,18 +61,79 @@ DIVA_HD bool dance_in_cutoff(Acc s, const DanceParams<Acc>& p) {
   return s >= p.c_upper;
 }
 
-// log of the unnormalised, floored weight relative to the row maximum max_lw.
+// Per-row constants of the DaNCE weights (see the top of this file).
 template <typename Acc>
-DIVA_HD Acc dance_log_floored(Acc lw, Acc max_lw, bool in_cutoff) {
-  const Acc floor = Acc(kDanceLogFloor);
-  const Acc rel = lw - max_lw;
-  return in_cutoff & (rel > floor) ? rel : floor;  // (& not &&: branch-free, vectorises)
+struct DanceRow {
+  Acc shift_hi, shift_lo;  // M + log Z as an unevaluated sum
+  Acc log_floor;           // log 1e-45 - log Z
+};
+
+// The first pass's online state of a row: max_lw = M over all terms (the floor is relative to
+// it); max_in = the largest log-weight within the cutoff, the frame of sum_in, the sum of the
+// kept terms; floored counts the terms at the floor. Empty: {-inf, -inf, 0, 0}.
+template <typename Acc>
+struct DanceStats {
+  Acc max_lw, max_in, sum_in;
+  long long floored;
+};
+
+// A tile's terms are kept when in_cutoff and log w - max_lw > log 1e-45, with max_lw already
+// including the tile; kept terms add exp(log w - max_in).
+template <typename Acc>
+DIVA_HD bool dance_kept(Acc lw, Acc max_lw, bool in_cutoff) {
+  return in_cutoff & (lw - max_lw > Acc(kDanceLogFloor));  // (& not &&: branch-free, vectorises)
 }
 
-// The normalised weight w_ij of an inner product s, given the row's (M_i, log Z_i).
+// The row's constants from its first-pass state and K. K = 0 gives zeros.
+template <typename Acc>
+DIVA_HD DanceRow<Acc> dance_row(const DanceStats<Acc>& st, long long k) {
+  if (k == 0) return DanceRow<Acc>{Acc(0), Acc(0), Acc(0)};
+  const double m = st.max_lw, m_in = st.max_in, floor = kDanceLogFloor;
+  double shift, log_floor;  // M + log Z and floor - log Z
+  if (!(st.sum_in > Acc(0)) || m_in - m <= floor) {
+    // Every term at the floor: Z = K e^floor relative to e^M.
+    const double log_k = ::log(static_cast<double>(k));
+    shift = m + floor + log_k;
+    log_floor = -log_k;
+  } else {
+    // In the frame of max_in: Z e^M = e^max_in (sum_in + floored e^(floor + M - max_in)).
+    const double log_z_in = ::log(static_cast<double>(st.sum_in) +
+                                  static_cast<double>(st.floored) * ::exp(floor + m - m_in));
+    shift = m_in + log_z_in;
+    log_floor = floor + (m - m_in) - log_z_in;
+  }
+  const Acc hi = static_cast<Acc>(shift);
+  return DanceRow<Acc>{hi, static_cast<Acc>(shift - static_cast<double>(hi)),
+                       static_cast<Acc>(log_floor)};
+}
+
+// The normalised weight w_ij of an inner product s.
 template <typename Math, typename Acc>
-DIVA_HD Acc dance_weight(Acc s, Acc max_lw, Acc log_z, const DanceParams<Acc>& p) {
-  return Math::exp(dance_log_floored(dance_log_weight(s, p), max_lw, dance_in_cutoff(s, p)) - log_z);
+DIVA_HD Acc dance_weight(Acc s, const DanceRow<Acc>& row, const DanceParams<Acc>& p) {
+  const Acc x = (dance_log_weight(s, p) - row.shift_hi) - row.shift_lo;
+  const bool keep = dance_in_cutoff(s, p) & (x > row.log_floor);
+  return Math::exp(keep ? x : row.log_floor);
+}
+
+// Row statistics a forward pass saves for the backward: [B, kNceStatsColumns] of Acc.
+// The DaNCE columns are 0 for weighting "none".
+enum NceStat : int { kStatLse = 0, kStatLoss = 1, kStatShiftHi = 2, kStatShiftLo = 3, kStatLogFloor = 4 };
+constexpr int kNceStatsColumns = 5;
+
+// Row r's constants in stats (a pointer, or the emulation's checked pointer).
+template <typename Acc, typename Stats>
+DIVA_HD DanceRow<Acc> load_dance_row(const Stats& stats, long long r) {
+  const long long base = r * kNceStatsColumns;
+  return DanceRow<Acc>{stats[base + kStatShiftHi], stats[base + kStatShiftLo],
+                       stats[base + kStatLogFloor]};
+}
+
+template <typename Acc, typename Stats>
+DIVA_HD void store_dance_row(const Stats& stats, long long r, const DanceRow<Acc>& row) {
+  const long long base = r * kNceStatsColumns;
+  stats[base + kStatShiftHi] = row.shift_hi;
+  stats[base + kStatShiftLo] = row.shift_lo;
+  stats[base + kStatLogFloor] = row.log_floor;
 }
 
 // Merges the online pair (m_b, l_b) into (m_a, l_a): l is a sum of exp(x - m) over its terms.
@@ -78,6 +147,15 @@ DIVA_HD void merge_max_sum(Acc& m_a, Acc& l_a, Acc m_b, Acc l_b, Acc& scale_a, A
   scale_b = m_b == m ? Acc(1) : Math::exp(m_b - m);
   l_a = l_a * scale_a + l_b * scale_b;
   m_a = m;
+}
+
+// Merges the first-pass state b into a.
+template <typename Math, typename Acc>
+DIVA_HD void merge_dance_stats(DanceStats<Acc>& a, const DanceStats<Acc>& b) {
+  Acc sa, sb;
+  merge_max_sum<Math>(a.max_in, a.sum_in, b.max_in, b.sum_in, sa, sb);
+  a.max_lw = a.max_lw > b.max_lw ? a.max_lw : b.max_lw;
+  a.floored += b.floored;
 }
 
 // A row's results from its negatives' online pair (m, l) and the positive logit a:
