@@ -2,10 +2,14 @@
 
 Bad arguments, missing data or an unwritable output folder end with one line
 `diva: error: ...` and a non-zero exit status, never a traceback.
+
+Under torchrun (`torchrun --nproc_per_node N -m diva_ext.cli train ...`) every process runs the
+same command; diva_ext.distributed joins them, and only rank 0 prints and writes.
 """
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -33,6 +37,14 @@ def _field_type(field: dataclasses.Field):
     return hint, origin, args
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _key_value(text: str):
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -57,6 +69,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             target.add_argument(flag, nargs="+", type=args[0], **kwargs)
         elif field.name == "ops":
             target.add_argument(flag, choices=("fused", "reference"), help="fused diva_ext ops or pure PyTorch", **kwargs)
+        elif field.name == "amp":
+            from diva_ext.training.config import AMP_MODES
+
+            target.add_argument(flag, choices=AMP_MODES, help="mixed precision (CUDA only; default off)", **kwargs)
+        elif field.name == "frozen_bn":
+            target.add_argument(flag, type=_boolean, metavar="{true,false}",
+                                help="freeze BatchNorm statistics (default: for resnet50 only)", **kwargs)
         elif field.name == "dataset":
             from diva_ext.data import available
 
@@ -80,6 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE",
                        help="dataset options, e.g. num_classes=50 for synthetic")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                       help="under torchrun: how long a collective waits for the other processes "
+                            "before the job fails (default 600)")
 
     ev = sub.add_parser("eval", help="evaluate a saved model on a test split")
     ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or best.pt of a run")
@@ -147,14 +169,32 @@ def _print_table(title: str, rows: Dict[str, Dict[str, Any]]) -> None:
 
 
 def _train(args) -> int:
-    from diva_ext.training.trainer import DiVATrainer
+    from diva_ext import distributed
 
     config = _config_from_args(args)
-    _check_writable(args.out)
+    timeout = distributed.DEFAULT_TIMEOUT_S if args.dist_timeout is None else args.dist_timeout
+    world, device = distributed.init_from_env(config.device, timeout)
+    try:
+        return _train_in_world(args, dataclasses.replace(config, device=device), world)
+    finally:
+        distributed.shutdown()
+
+
+def _train_in_world(args, config, world) -> int:
+    from diva_ext.training.trainer import DiVATrainer
+
+    if world.is_main:
+        _check_writable(args.out)
     trainer = DiVATrainer(config, args.out, progress=not args.no_progress,
                           dataset_options=_parse_option_values(args.data_option))
     if args.resume:
         trainer.resume()
+    if not world.is_main:
+        trainer.fit()
+        return 0
+    if world.is_distributed:
+        print(f"diva train: {world.size} processes, global batch {config.batch_size} "
+              f"({config.batch_size // world.size} per process)", flush=True)
     print(f"diva train: {config.dataset} ({len(trainer.train_set)} train / {len(trainer.test_set)} test images), "
           f"preset {config.preset}, tasks {', '.join(config.tasks)}, ops {config.ops}, out {args.out}", flush=True)
     result = trainer.fit()
@@ -197,6 +237,12 @@ def _eval(args) -> int:
     return 0
 
 
+def _dist_error():
+    import torch.distributed
+
+    return torch.distributed.DistError
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -205,6 +251,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("diva: interrupted; the last finished epoch is in the checkpoint (continue with --resume)",
               file=sys.stderr)
         return 130
+    except _dist_error() as err:
+        # A peer died, hung past --dist-timeout, or the rendezvous failed: say so in one line.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"diva: error: distributed training failed on rank {os.environ.get('RANK', 0)} "
+              f"(another process died or timed out?): {first}", file=sys.stderr)
+        return 1
     except USER_ERRORS as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, KeyError):

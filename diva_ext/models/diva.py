@@ -20,12 +20,13 @@ class DiVAModel(nn.Module):
         backbone: ``resnet50`` (paper) or ``small`` (CPU-sized CNN).
         embed_dim: dimension of every head (128 in DiVA).
         weights: local torchvision state dict for the resnet50 backbone (random init without).
+        frozen_bn: BatchNorm statistics frozen (None: for resnet50 only, as in DiVA).
 
     ``forward(images [B, 3, H, W]) -> {task: [B, embed_dim] unit rows}``.
     """
 
     def __init__(self, tasks: Sequence[str] = TASKS, backbone: str = "resnet50", embed_dim: int = 128,
-                 weights: Optional[Path] = None):
+                 weights: Optional[Path] = None, frozen_bn: Optional[bool] = None):
         super().__init__()
         tasks = tuple(tasks)
         unknown = [t for t in tasks if t not in TASKS]
@@ -33,7 +34,7 @@ class DiVAModel(nn.Module):
             raise ValueError(f"tasks must be distinct names from {', '.join(TASKS)}, got {list(tasks)}")
         self.tasks = tasks
         self.backbone_name = backbone
-        self.backbone, feature_dim = build_backbone(backbone, weights)
+        self.backbone, feature_dim = build_backbone(backbone, weights, frozen_bn)
         self.heads = nn.ModuleDict({t: nn.Linear(feature_dim, embed_dim) for t in tasks})
         self.embed_dim = embed_dim
 

@@ -4,7 +4,8 @@
 ``reference`` (the pure-PyTorch versions in diva_ext.reference), for side-by-side comparison.
 """
 
-from typing import Any, Dict
+import contextlib
+from typing import Any, Callable, ContextManager, Dict
 
 import torch
 from torch import nn
@@ -34,18 +35,28 @@ def miner(task: str, config: TrainConfig, generator: torch.Generator):
 
 class Contrastive:
     """The self-similarity task: DaNCE between the model's head (queries) and a momentum copy of
-    the whole model's head on a second view (keys), against a FIFO queue of past keys."""
+    the whole model's head on a second view (keys), against a FIFO queue of past keys.
 
-    def __init__(self, config: TrainConfig, model: nn.Module, device: torch.device):
+    ``gather`` maps this process's keys to the global batch's (diva_ext.distributed.all_gather
+    under torchrun: every rank enqueues the same keys in rank order, so queues stay identical);
+    ``autocast`` is the mixed-precision context of the key encoder's forward pass."""
+
+    def __init__(self, config: TrainConfig, model: nn.Module, device: torch.device, *,
+                 gather: Callable[[torch.Tensor], torch.Tensor] = lambda keys: keys,
+                 autocast: Callable[[], ContextManager] = contextlib.nullcontext):
         self.encoder = MomentumEncoder(model, momentum=config.momentum)
         self.queue = MemoryQueue.for_batches(config.queue_batches, config.batch_size, config.embed_dim, device=device)
         self.criterion = losses.DaNCELoss(config.temperature, lower_cutoff=config.lower_cutoff,
                                           upper_cutoff=config.upper_cutoff, ops=config.ops)
+        self.gather, self.autocast = gather, autocast
         self._keys = None
 
     @torch.no_grad()
     def keys(self, key_images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(key_images)["selfsimilarity"]
+        """The global batch's keys [B, D] in float32 from this process's key images."""
+        with self.autocast():
+            keys = self.encoder(key_images)["selfsimilarity"]
+        return self.gather(keys.float())
 
     def enqueue(self, key_images: torch.Tensor) -> None:
         self.queue.enqueue(self.keys(key_images))

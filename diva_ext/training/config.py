@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from diva_ext.models import TASKS
 
+AMP_MODES = ("off", "bf16", "fp16")
+
 
 @dataclass
 class TrainConfig:
@@ -19,11 +21,12 @@ class TrainConfig:
     # Model
     backbone: str = "small"
     weights: Optional[str] = None     # local torchvision state dict for resnet50
+    frozen_bn: Optional[bool] = None  # BN statistics frozen (eval mode); None: for resnet50 only
     embed_dim: int = 128
     tasks: Tuple[str, ...] = TASKS
     # Optimisation (Adam with parameter groups, MultiStepLR)
     epochs: int = 12
-    batch_size: int = 112
+    batch_size: int = 112             # the global batch: split evenly over distributed processes
     samples_per_class: int = 2
     batches_per_epoch: Optional[int] = None  # None: dataset size / batch size
     lr: float = 1e-3
@@ -51,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     ops: str = "fused"                # "fused" (diva_ext ops) or "reference" (pure PyTorch)
+    amp: str = "off"                  # mixed precision on CUDA: "off", "bf16" or "fp16"
     eval_every: int = 1
     recall_at: Tuple[int, ...] = (1, 2, 4, 8)
     preset: Optional[str] = None
@@ -93,6 +97,11 @@ class TrainConfig:
             raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, got {', '.join(self.tasks) or 'none'}")
         if self.ops not in ("fused", "reference"):
             raise ValueError(f"ops must be 'fused' or 'reference', got {self.ops!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.amp != "off" and not self.device.startswith("cuda"):
+            # CPU autocast would run the fused ops' float32-only CPU kernels on casts: no gain.
+            raise ValueError(f"amp {self.amp} needs a CUDA device (device is {self.device!r}); use --amp off on the CPU")
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing positive epochs, got {list(self.milestones)}")
         if any(k <= 0 for k in self.recall_at):

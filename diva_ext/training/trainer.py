@@ -7,6 +7,16 @@
       + a_intra  * margin(intra, triplets inside one class)
       + adversarial decorrelation (selfsim, shared, intra -> disc)
     step Adam; update the momentum encoder (EMA); enqueue the keys.
+
+Distributed (torchrun, see diva_ext.distributed): ``batch_size`` is the global batch; each rank
+embeds its share, then gathers every head and label, so mining, the margin losses, DaNCE and the
+decorrelation all see the global batch, identically on every rank (same mining generator, same
+queue). DDP averages the model's gradients, the losses' own parameters are averaged explicitly,
+and the result is the single-process step on the same global batch. BatchNorm: statistics of a
+training batch are per rank (each normalises its own share) and running statistics are rank 0's
+(DDP broadcasts buffers); with frozen statistics (resnet50 default, ``frozen_bn``) there is no
+difference at all. The momentum encoder stays identical on every rank because its EMA follows
+parameters that DDP keeps identical. Only rank 0 prints and writes files.
 """
 
 import math
@@ -16,9 +26,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from diva_ext import data
+from diva_ext import data, distributed
 from diva_ext.data.sampler import ClassBalancedBatchSampler
 from diva_ext.data.transforms import TwoViews, make_transforms
 from diva_ext.evaluation import combine_embeddings, evaluate
@@ -50,7 +61,7 @@ def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]]
 
 def build_model(config: TrainConfig) -> DiVAModel:
     return DiVAModel(config.tasks, backbone=config.backbone, embed_dim=config.embed_dim,
-                     weights=Path(config.weights) if config.weights else None)
+                     weights=Path(config.weights) if config.weights else None, frozen_bn=config.frozen_bn)
 
 
 @torch.no_grad()
@@ -76,14 +87,26 @@ class DiVATrainer:
     def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
                  log: Callable[[str], None] = print, dataset_options: Optional[Dict[str, Any]] = None):
         self.config = config.validate()
+        self.world = distributed.current_world()
+        if config.batch_size % (self.world.size * config.samples_per_class):
+            raise ValueError(f"batch-size ({config.batch_size}) must split into {self.world.size} processes "
+                             f"x a multiple of samples-per-class ({config.samples_per_class})")
         self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.log = log
+        self.progress = progress and self.world.is_main
+        self.log = log if self.world.is_main else (lambda line: None)
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
 
         self.train_set, self.test_set = load_datasets(config, dataset_options)
         self.model = build_model(config).to(self.device)
+        self.net = self.model  # what the training forward runs: DDP's wrapper when distributed
+        if self.world.is_distributed:
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            # Same initial weights (seeded above), but each rank augments its own images.
+            torch.manual_seed(config.seed * 1_000_003 + self.world.rank)
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
         tasks = config.tasks
         self.generator = torch.Generator().manual_seed(config.seed + 1)  # mining randomness
         num_classes = self.train_set.num_classes
@@ -93,7 +116,8 @@ class DiVATrainer:
         self.miners = {t: components.miner(t, config, self.generator) for t in MARGIN_TASKS if t in tasks}
         self.contrastive = None
         if "selfsimilarity" in tasks:
-            self.contrastive = components.Contrastive(config, self.model, self.device)
+            self.contrastive = components.Contrastive(config, self.model, self.device, gather=distributed.all_gather,
+                                                      autocast=self.autocast)
         pairs = [(t, "discriminative") for t in ("selfsimilarity", "shared", "intra") if t in tasks]
         self.adversarial = None
         if pairs and "discriminative" in tasks and config.rho > 0:
@@ -109,21 +133,30 @@ class DiVATrainer:
         self.optimizer = torch.optim.Adam([g for g in groups if g["params"]])
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones), config.gamma)
         self.sampler = ClassBalancedBatchSampler(
-            self.train_set.labels, config.batch_size, config.samples_per_class,
+            self.train_set.labels, config.batch_size // self.world.size, config.samples_per_class,
             num_batches=config.batches_per_epoch, generator=config.seed,
+            num_replicas=self.world.size, rank=self.world.rank,
         )
         self.loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler,
                                                   num_workers=config.workers)
         self.history: List[Dict[str, Any]] = []
         self.epoch = 0  # epochs completed
 
+    def autocast(self):
+        """Mixed precision for the encoders' forward passes (``config.amp``, CUDA only)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
     # -- one step -------------------------------------------------------------------------
     def training_step(self, images, labels) -> Dict[str, float]:
         config = self.config
         if isinstance(images, (list, tuple)):  # two views: the second feeds the momentum encoder
             images, key_images = images
-        labels = labels.to(self.device)
-        heads = self.model(images.to(self.device))
+        with self.autocast():
+            heads = self.net(images.to(self.device))
+        # The losses run in float32 on the global batch (identity in a single process); they are
+        # O(B^2 D), small next to the backbone.
+        heads = {t: distributed.all_gather_with_grad(h.float()) for t, h in heads.items()}
+        labels = distributed.all_gather(labels.to(self.device))
         losses: Dict[str, torch.Tensor] = {}
         for task, criterion in self.criteria.items():
             triplets = self.miners[task](heads[task], labels)
@@ -138,11 +171,21 @@ class DiVATrainer:
         if not torch.isfinite(total):
             raise FloatingPointError(f"training loss is not finite ({ {k: float(v) for k, v in losses.items()} })")
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        distributed.average_gradients(self._loss_parameters())
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.contrastive is not None:
             self.contrastive.after_step(self.model)
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def _loss_parameters(self) -> List[torch.Tensor]:
+        """Trainable parameters outside the model (and so outside DDP): betas, decorrelation MLPs."""
+        params = list(self.criteria.parameters())
+        return params + (list(self.adversarial.parameters()) if self.adversarial is not None else [])
 
     # -- epochs ---------------------------------------------------------------------------
     def train_epoch(self) -> Dict[str, Any]:
@@ -186,12 +229,22 @@ class DiVATrainer:
                         break
 
     def evaluate(self) -> Dict[str, float]:
-        embeddings, labels = embed_dataset(self.model, self.test_set, self.config, self.device, self.progress)
-        return evaluate(embeddings, labels, recall_at=self.config.recall_at, progress=False)
+        """Test metrics; distributed, each rank embeds a contiguous shard and rank 0 evaluates the
+        gathered embeddings (in dataset order), then shares the metrics."""
+        test_set = self.test_set
+        if self.world.is_distributed:
+            test_set = torch.utils.data.Subset(test_set, distributed.shard(len(test_set)))
+        embeddings, labels = embed_dataset(self.model, test_set, self.config, self.device, self.progress)
+        embeddings, labels = distributed.all_gather_rows(embeddings), distributed.all_gather_rows(labels)
+        metrics = None
+        if self.world.is_main:
+            metrics = evaluate(embeddings, labels, recall_at=self.config.recall_at, progress=False)
+        return distributed.broadcast_object(metrics)
 
     def fit(self) -> Dict[str, Any]:
         """Train up to config.epochs (continuing after a resume); returns the metrics document."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.contrastive is not None and self.epoch == 0:
             self.fill_queue()
         while self.epoch < self.config.epochs:
@@ -203,6 +256,8 @@ class DiVATrainer:
                 record["eval_seconds"] = round(time.time() - start, 2)
             self.history.append(record)
             self.log(_epoch_line(record))
+            if not self.world.is_main:
+                continue
             if "recall@1" in record and record["recall@1"] >= self.best().get("recall@1", -1.0):
                 ckpt.save_atomic({"config": self.config.to_dict(), "model": self.model.state_dict(),
                                   "metrics": record}, self.out_dir / BEST)
@@ -234,6 +289,7 @@ class DiVATrainer:
             "adversarial": self.adversarial.state_dict() if self.adversarial is not None else None,
             "contrastive": self.contrastive.state_dict() if self.contrastive is not None else None,
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "rng": ckpt.rng_states(),
@@ -246,7 +302,7 @@ class DiVATrainer:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         saved = TrainConfig.from_dict(state["config"])
         differ = [k for k, v in saved.to_dict().items()
-                  if k not in ("epochs", "device", "workers", "eval_every") and v != getattr(self.config, k)]
+                  if k not in ("epochs", "device", "workers", "eval_every", "amp") and v != getattr(self.config, k)]
         if differ:
             raise ValueError(f"cannot resume: the checkpoint was trained with other settings: "
                              f"{', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}")
@@ -257,6 +313,8 @@ class DiVATrainer:
         if self.contrastive is not None:
             self.contrastive.load_state_dict(state["contrastive"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         ckpt.set_rng_states(state["rng"])
