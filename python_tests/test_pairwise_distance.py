@@ -45,6 +45,21 @@ def test_y_none_is_self_distance(n, generator):
     torch.testing.assert_close(ops.pairwise_distance(x).double(), exact_distances(x, x), rtol=1e-5, atol=1e-5)
 
 
+def test_several_row_blocks(generator):
+    """The CPU kernel works in row blocks of ~8 MiB of output (at least 256 rows): with M = 9000
+    float64 columns, 600 rows make blocks of 256, 256 and 88 rows, forward and backward."""
+    x = torch.randn(600, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(9000, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    y.data[7] = x.data[300] + 1e-9  # a near pair in the second block (exact recompute)
+    g = torch.randn(600, 9000, generator=generator, dtype=torch.float64)
+    out = ops.pairwise_distance(x, y)
+    torch.testing.assert_close(out, exact_distances(x.detach(), y.detach()), rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad((out * g).sum(), (x, y))
+    want = torch.autograd.grad((reference.pairwise_distance(x, y) * g).sum(), (x, y))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
 def test_non_contiguous_inputs(generator):
     base_x = torch.randn(40, 66, generator=generator)
     base_y = torch.randn(70, 33, generator=generator)
