@@ -237,12 +237,6 @@ def _eval(args) -> int:
     return 0
 
 
-def _dist_error():
-    import torch.distributed
-
-    return torch.distributed.DistError
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -251,7 +245,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("diva: interrupted; the last finished epoch is in the checkpoint (continue with --resume)",
               file=sys.stderr)
         return 130
-    except _dist_error() as err:
+    except RuntimeError as err:
+        from diva_ext.distributed import is_communication_error
+
+        if not is_communication_error(err):
+            raise
         # A peer died, hung past --dist-timeout, or the rendezvous failed: say so in one line.
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"diva: error: distributed training failed on rank {os.environ.get('RANK', 0)} "

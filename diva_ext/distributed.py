@@ -92,6 +92,18 @@ def init_from_env(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Tuple[Wo
     return World(rank, size, local_rank), device
 
 
+# gloo reports a dead or silent peer as a plain RuntimeError; these mark such messages.
+_COMMUNICATION_MARKERS = ("gloo", "nccl", "timed out", "timeout", "pair closure", "connection closed",
+                          "connection reset", "broken pipe")
+
+
+def is_communication_error(err: BaseException) -> bool:
+    """Whether ``err`` says a collective failed (a peer died, hung past the timeout, ...)."""
+    if isinstance(err, dist.DistError):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _COMMUNICATION_MARKERS)
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -103,8 +103,6 @@ class DiVATrainer:
         if self.world.is_distributed:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-            # Same initial weights (seeded above), but each rank augments its own images.
-            torch.manual_seed(config.seed * 1_000_003 + self.world.rank)
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
         self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
         tasks = config.tasks
@@ -141,6 +139,10 @@ class DiVATrainer:
                                                   num_workers=config.workers)
         self.history: List[Dict[str, Any]] = []
         self.epoch = 0  # epochs completed
+        if self.world.is_distributed:
+            # Every module above starts from the same seed on every rank; from here on each rank
+            # draws its own augmentations.
+            torch.manual_seed(config.seed * 1_000_003 + self.world.rank)
 
     def autocast(self):
         """Mixed precision for the encoders' forward passes (``config.amp``, CUDA only)."""

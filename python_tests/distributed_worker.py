@@ -1,0 +1,74 @@
+"""One process of test_distributed's tiny runs: a rank of a gloo job, or the single-process
+reference. Records the per-step losses, the first step's gradients and the discriminative
+miner's first input and triplets to ``OUT/record{rank}.pt``; files the trainer writes go to
+``OUT/rank{rank}`` (so the test can see that only rank 0 writes)."""
+
+import os
+from pathlib import Path
+
+import torch
+
+from diva_ext import distributed
+from diva_ext.data.transforms import TwoViews, make_transforms
+from diva_ext.training.config import TrainConfig
+from diva_ext.training.trainer import DiVATrainer
+
+
+def run(rank: int, world_size: int, port: int, config_values: dict, dataset_options: dict, out: str) -> None:
+    torch.set_num_threads(1)  # two processes on a 2-core machine
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        distributed.init_from_env("cpu", timeout_s=60)
+    try:
+        _train(rank, config_values, dataset_options, Path(out))
+    finally:
+        distributed.shutdown()
+
+
+def _train(rank, config_values, dataset_options, out):
+    config = TrainConfig.from_dict(config_values)
+    trainer = DiVATrainer(config, out / f"rank{rank}", progress=False, log=lambda line: None,
+                          dataset_options=dataset_options)
+    # Augmentation draws differ between a 1- and a 2-process run by design (each rank draws its
+    # own); the deterministic test transform (keys: its mirror image) makes the runs comparable image for image.
+    _, plain = make_transforms(config.transform, config.image_size)
+    trainer.train_set.transform = TwoViews(plain, lambda image: plain(image).flip(-1))
+
+    record = {"losses": [], "grads": None, "mined": None, "local": None}
+    step = trainer.training_step
+
+    def recording_step(images, labels):
+        result = step(images, labels)
+        record["losses"].append(result)
+        return result
+
+    trainer.training_step = recording_step
+
+    def record_gradients(optimizer, args, kwargs):
+        if record["grads"] is None:
+            named = list(trainer.model.named_parameters()) + [
+                (f"criteria.{n}", p) for n, p in trainer.criteria.named_parameters()]
+            if trainer.adversarial is not None:
+                named += [(f"adversarial.{n}", p) for n, p in trainer.adversarial.named_parameters()]
+            record["grads"] = {n: p.grad.clone() for n, p in named if p.grad is not None}
+
+    trainer.optimizer.register_step_pre_hook(record_gradients)
+
+    def record_local(module, inputs, output):
+        if record["local"] is None:
+            record["local"] = output["discriminative"].detach().clone()
+
+    trainer.model.register_forward_hook(record_local)
+    miner = trainer.miners["discriminative"]
+
+    def recording_miner(embeddings, labels, *rest):
+        triplets = miner(embeddings, labels, *rest)
+        if record["mined"] is None:
+            record["mined"] = {"embeddings": embeddings.detach().clone(), "labels": labels.clone(),
+                               "triplets": [t.clone() for t in triplets]}
+        return triplets
+
+    trainer.miners["discriminative"] = recording_miner
+    record["metrics"] = trainer.fit()
+    torch.save(record, out / f"record{rank}.pt")
