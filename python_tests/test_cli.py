@@ -63,6 +63,10 @@ def _assert_one_line_error(result, pattern):
     (["train", "--tasks", "discriminative", "colour"], "tasks must be distinct names"),
     (["train", "--batch-size", "7"], "multiple of samples-per-class"),
     (["train", "--head-weights", "shared"], "expected NAME=VALUE"),
+    (["train", "--amp", "bf16"], "amp bf16 needs a CUDA device"),
+    (["train", "--amp", "fp8"], "invalid choice: 'fp8'"),
+    (["train", "--frozen-bn", "maybe"], "expected true or false"),
+    (["train", "--dist-timeout", "0"], "dist-timeout must be a positive number"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["eval"], "the following arguments are required: --checkpoint"),
 ])

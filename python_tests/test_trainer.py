@@ -86,6 +86,8 @@ def test_resume_refuses_other_settings(tmp_path):
     ({"ops": "magic"}, "ops must be"),
     ({"momentum": 1.0}, "momentum must be in"),
     ({"milestones": (5, 2)}, "milestones"),
+    ({"amp": "fp8"}, "amp must be one of"),
+    ({"amp": "fp16", "device": "cpu"}, "amp fp16 needs a CUDA device"),
 ])
 def test_bad_settings_are_named(bad, match):
     with pytest.raises(ValueError, match=match):
