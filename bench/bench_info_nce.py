@@ -117,9 +117,9 @@ def main():
                 q = F.normalize(torch.randn(b, d, generator=g), dim=1).to(device)
                 k = F.normalize(q.cpu() + 0.5 * torch.randn(b, d, generator=g), dim=1).to(device)
                 queue = F.normalize(torch.randn(kq, d, generator=g), dim=1).to(device)
-                results = {"floor": common.measure(floor_fn(q, queue, mode), device, min_run_time)}
-                for name, fn in fns.items():
-                    results[name] = common.measure(fwd_bwd(fn, q, k, queue, mode), device, min_run_time)
+                cases = {"floor": floor_fn(q, queue, mode)}
+                cases.update({name: fwd_bwd(fn, q, k, queue, mode) for name, fn in fns.items()})
+                results = common.measure_all(cases, device, min_run_time)
                 if mode == "moco":
                     pml = pml_case(q, k, queue)
                     if pml is None:

@@ -83,15 +83,14 @@ def main():
             x = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1).to(device)
             labels = torch.arange(b // 2).repeat_interleave(2)[torch.randperm(b, generator=g)].to(device)
             anchors = torch.arange(b, device=device)
-            results = {"floor": common.measure(lambda: x @ x.t(), device, min_run_time)}
-            for name, fn in fns.items():
-                call = (lambda fn=fn: fn(x, labels, anchors))
-                if name == "pml":
-                    predicted = pml_seconds * (b / prev_b) ** 2 if pml_seconds else None
-                    results[name] = measure_pml(call, device, min_run_time, predicted)
-                    pml_seconds = results[name].get("median_s", pml_seconds * (b / prev_b) ** 2 if pml_seconds else None)
-                else:
-                    results[name] = common.measure(call, device, min_run_time)
+            # PML (slow, often a single call) on its own; the rest timed interleaved.
+            cases = {"floor": lambda: x @ x.t()}
+            cases.update({name: (lambda fn=fn: fn(x, labels, anchors)) for name, fn in fns.items() if name != "pml"})
+            results = common.measure_all(cases, device, min_run_time)
+            if "pml" in fns:
+                predicted = pml_seconds * (b / prev_b) ** 2 if pml_seconds else None
+                results["pml"] = measure_pml(lambda: fns["pml"](x, labels, anchors), device, min_run_time, predicted)
+                pml_seconds = results["pml"].get("median_s", predicted)
             prev_b = b
             records.append({"B": b, "D": d, "T": b, "results": results})
             row = {"B": b, "D": d}

@@ -67,9 +67,9 @@ def main():
             y = torch.randn(b, d, generator=g).to(device)
             grad = torch.randn(b, b, generator=g).to(device)
             for mode in ("forward", "forward+backward"):
-                results = {"floor": common.measure(floor_fn(x, y, grad, mode), device, min_run_time)}
-                for name, fn in fns.items():
-                    results[name] = common.measure(case_fns(fn, x, y, grad, mode), device, min_run_time)
+                cases = {"floor": floor_fn(x, y, grad, mode)}
+                cases.update({name: case_fns(fn, x, y, grad, mode) for name, fn in fns.items()})
+                results = common.measure_all(cases, device, min_run_time)
                 records.append({"B": b, "D": d, "mode": mode, "results": results})
                 row = {"B": b, "D": d, "mode": mode}
                 for name, r in results.items():

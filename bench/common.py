@@ -1,6 +1,9 @@
 """Shared benchmark helpers: timing (torch.utils.benchmark), peak memory, machine facts, output.
 
-Timing: median of torch.utils.benchmark's blocked measurements (it synchronises CUDA).
+Timing: median of torch.utils.benchmark's blocked measurements (it synchronises CUDA). Methods
+of one case are timed interleaved (measure_all): several rounds, each timing every method in
+turn, so that a change of machine load between methods shifts all of them alike; the figure of a
+method is the median over rounds of its per-round median.
 Peak memory: on CUDA the caching allocator's peak above what was allocated before the call; on
 the CPU the process's peak resident set above its level before the call (VmHWM after resetting
 it through /proc/self/clear_refs). run_all.py starts each benchmark with a fixed glibc mmap
@@ -86,10 +89,48 @@ def measure(fn, device, min_run_time):
         result = time_fn(fn, min_run_time)
         result["peak_bytes"] = peak_memory_bytes(fn, device)
     except (RuntimeError, torch.OutOfMemoryError) as err:
-        if torch.device(device).type == "cuda":
-            torch.cuda.empty_cache()
-        return {"error": str(err).splitlines()[0][:200]}
+        return _error(err, device)
     return result
+
+
+ROUNDS = 5
+
+
+def measure_all(fns, device, min_run_time, rounds=ROUNDS):
+    """{name: measure-like result} for {name: fn}, timed interleaved over `rounds` rounds of
+    min_run_time / rounds seconds per method each. A method that raises gets {"error": ...}
+    and leaves the rounds."""
+    results, live = {}, {}
+    for name, fn in fns.items():
+        try:
+            fn()  # warm-up: compilation, allocator, caches
+            live[name] = (fn, [])
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            results[name] = _error(err, device)
+    for _ in range(rounds):
+        for name, (fn, medians) in list(live.items()):
+            try:
+                m = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time / rounds)
+                medians.append(m.median)
+            except (RuntimeError, torch.OutOfMemoryError) as err:
+                results[name] = _error(err, device)
+                del live[name]
+    for name, (fn, medians) in live.items():
+        try:
+            peak = peak_memory_bytes(fn, device)
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            results[name] = _error(err, device)
+            continue
+        spread = statistics.quantiles(medians, n=4) if len(medians) > 1 else [medians[0]] * 3
+        results[name] = {"median_s": statistics.median(medians), "iqr_s": spread[2] - spread[0],
+                         "runs": len(medians), "round_medians_s": medians, "peak_bytes": peak}
+    return {name: results[name] for name in fns}
+
+
+def _error(err, device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return {"error": str(err).splitlines()[0][:200]}
 
 
 def parser(description):
@@ -134,8 +175,12 @@ def fmt_mib(result):
 
 
 def ratio(a, b):
+    """b's time over a's: the median of per-round ratios when both were timed interleaved."""
     if "error" in a or "error" in b:
         return None
+    ra, rb = a.get("round_medians_s"), b.get("round_medians_s")
+    if ra and rb and len(ra) == len(rb):
+        return round(statistics.median(y / x for x, y in zip(ra, rb)), 3)
     return round(b["median_s"] / a["median_s"], 3)
 
 
