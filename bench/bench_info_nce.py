@@ -131,8 +131,7 @@ def main():
                         results["pml"] = common.measure(fwd_bwd(pml, q, k, queue, mode), device, min_run_time)
                 records.append({"mode": mode, "B": b, "K": kq, "D": d, "results": results})
                 row = {"mode": mode, "B": b, "D": d}
-                for name, r in results.items():
-                    row[f"{name} ms"] = common.fmt_ms(r) if "skipped" not in r.get("error", "") else "skipped"
+                row.update(common.time_columns(results))
                 row["ours MiB"] = common.fmt_mib(results["ours"])
                 row["naive MiB"] = common.fmt_mib(results["naive"])
                 row["naive/ours"] = common.ratio(results["ours"], results["naive"])

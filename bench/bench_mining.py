@@ -94,8 +94,7 @@ def main():
             prev_b = b
             records.append({"B": b, "D": d, "T": b, "results": results})
             row = {"B": b, "D": d}
-            for name, r in results.items():
-                row[f"{name} ms"] = common.fmt_ms(r) if "skipped" not in r.get("error", "") else "skipped"
+            row.update(common.time_columns(results))
             row["ours MiB"] = common.fmt_mib(results["ours"])
             row["ref MiB"] = common.fmt_mib(results["reference"])
             row["ref/ours"] = common.ratio(results["ours"], results["reference"])

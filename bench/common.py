@@ -170,6 +170,11 @@ def fmt_ms(result):
     return "error" if "error" in result else f"{1e3 * result['median_s']:.2f}"
 
 
+def time_columns(results):
+    """{"<method> ms": formatted time} for a case's results; "skipped" for a skipped method."""
+    return {f"{name} ms": "skipped" if "skipped" in r.get("error", "") else fmt_ms(r) for name, r in results.items()}
+
+
 def fmt_mib(result):
     return "" if "error" in result else f"{result['peak_bytes'] / 2**20:.1f}"
 
