@@ -141,13 +141,25 @@ def _config_from_args(args: argparse.Namespace):
         path = args.out / CHECKPOINT
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        values = ckpt.load_checkpoint(path)["config"]
+        state = ckpt.load_checkpoint(path)
+        ckpt.require_parts(state, path, {"config": dict})
+        values = _saved_config(state, path).to_dict()
     else:
         dataset = given.get("dataset") or PRESETS.get(given.get("preset", ""), {}).get("dataset", "synthetic")
         preset = given.get("preset") or DEFAULT_PRESET[dataset]
         values = {**TrainConfig().to_dict(), **PRESETS[preset], "preset": preset, "dataset": dataset}
     values.update(given)
     return TrainConfig.from_dict(values).validate()
+
+
+def _saved_config(state: Dict[str, Any], path: Path):
+    from diva_ext.training import checkpoint as ckpt
+    from diva_ext.training.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(state["config"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"checkpoint {path}: its config is unreadable: {ckpt.one_line(err)}") from None
 
 
 def _check_writable(folder: Path) -> None:
@@ -214,9 +226,8 @@ def _eval(args) -> int:
     from diva_ext.training.trainer import build_model, embed_dataset
 
     state = ckpt.load_checkpoint(args.checkpoint)
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{args.checkpoint} is not a diva checkpoint (no config/model)")
-    config = TrainConfig.from_dict(state["config"])
+    ckpt.require_parts(state, args.checkpoint, {"config": dict, "model": dict})
+    config = _saved_config(state, args.checkpoint)
     if args.device:
         config.device = args.device
     dataset = args.dataset or config.dataset
@@ -227,7 +238,7 @@ def _eval(args) -> int:
     _, test_tf = make_transforms(config.transform, config.image_size)
     test_set = data.load(dataset, root, "test", test_tf, **options)
     model = build_model(dataclasses.replace(config, weights=None))
-    model.load_state_dict(state["model"])
+    ckpt.load_part(model.load_state_dict, state["model"], "model weights", args.checkpoint)
     model.to(config.device)
     embeddings, labels = embed_dataset(model, test_set, config, config.device, not args.no_progress)
     metrics = evaluate(embeddings, labels, recall_at=config.recall_at, progress=not args.no_progress)

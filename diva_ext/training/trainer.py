@@ -44,6 +44,9 @@ MARGIN_TASKS = ("discriminative", "shared", "intra")
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.json"
+# What a checkpoint must hold to be resumed from, and of which type.
+RESUME_PARTS = {"config": dict, "epoch": int, "model": dict, "criteria": dict, "optimizer": dict,
+                "scheduler": dict, "generator": torch.Tensor, "rng": dict, "history": list}
 
 
 def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]] = None):
@@ -261,8 +264,8 @@ class DiVATrainer:
             if not self.world.is_main:
                 continue
             if "recall@1" in record and record["recall@1"] >= self.best().get("recall@1", -1.0):
-                ckpt.save_atomic({"config": self.config.to_dict(), "model": self.model.state_dict(),
-                                  "metrics": record}, self.out_dir / BEST)
+                ckpt.save_checkpoint({"config": self.config.to_dict(), "model": self.model.state_dict(),
+                                      "metrics": record}, self.out_dir / BEST)
             self.save_checkpoint()
             self.write_metrics()
         return self.metrics()
@@ -299,32 +302,40 @@ class DiVATrainer:
         }
 
     def save_checkpoint(self) -> None:
-        ckpt.save_atomic(self.state_dict(), self.out_dir / CHECKPOINT)
+        ckpt.save_checkpoint(self.state_dict(), self.out_dir / CHECKPOINT)
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        saved = TrainConfig.from_dict(state["config"])
+    def load_state_dict(self, state: Dict[str, Any], path: Path = Path("checkpoint")) -> None:
+        """Continue from ``state`` (a ``state_dict()``); ``path`` names it in errors."""
+        ckpt.require_parts(state, path, RESUME_PARTS)
+        try:
+            saved = TrainConfig.from_dict(state["config"])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"checkpoint {path}: its config is unreadable: {ckpt.one_line(err)}") from None
         differ = [k for k, v in saved.to_dict().items()
                   if k not in ("epochs", "device", "workers", "eval_every", "amp") and v != getattr(self.config, k)]
         if differ:
             raise ValueError(f"cannot resume: the checkpoint was trained with other settings: "
                              f"{', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}")
-        self.model.load_state_dict(state["model"])
-        self.criteria.load_state_dict(state["criteria"])
+        parts = [(self.model.load_state_dict, "model", "model weights"),
+                 (self.criteria.load_state_dict, "criteria", "margin losses")]
         if self.adversarial is not None:
-            self.adversarial.load_state_dict(state["adversarial"])
+            parts.append((self.adversarial.load_state_dict, "adversarial", "decorrelation MLPs"))
         if self.contrastive is not None:
-            self.contrastive.load_state_dict(state["contrastive"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            parts.append((self.contrastive.load_state_dict, "contrastive", "momentum encoder and queue"))
+        parts += [(self.optimizer.load_state_dict, "optimizer", "optimizer state")]
         if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        ckpt.set_rng_states(state["rng"])
+            parts.append((self.scaler.load_state_dict, "scaler", "gradient scaler"))
+        parts += [(self.scheduler.load_state_dict, "scheduler", "learning-rate schedule"),
+                  (self.generator.set_state, "generator", "mining generator state"),
+                  (ckpt.set_rng_states, "rng", "random generator states")]
+        for load, key, what in parts:
+            ckpt.load_part(load, state[key], what, path)
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
 
     def resume(self, path: Optional[Path] = None) -> None:
-        self.load_state_dict(ckpt.load_checkpoint(Path(path) if path else self.out_dir / CHECKPOINT))
+        path = Path(path) if path else self.out_dir / CHECKPOINT
+        self.load_state_dict(ckpt.load_checkpoint(path), path)
 
 
 def _finite(obj):
