@@ -95,7 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (default: the embedded synthetic dataset)")
     _add_config_flags(train)
     train.add_argument("--out", type=Path, default=Path("runs/diva"), help="output folder (default runs/diva)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the run already in OUT (without it, diva train refuses such a folder)")
     train.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE",
                        help="dataset options, e.g. num_classes=50 for synthetic")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -183,6 +186,12 @@ def _print_table(title: str, rows: Dict[str, Dict[str, Any]]) -> None:
 def _train(args) -> int:
     from diva_ext import distributed
 
+    from diva_ext.training.trainer import existing_run
+
+    present = [] if args.resume or args.overwrite else existing_run(args.out)
+    if present:
+        raise FileExistsError(f"--out {args.out} already holds a run ({', '.join(present)}); continue it "
+                              "with --resume, or replace it with --overwrite")
     config = _config_from_args(args)
     timeout = distributed.DEFAULT_TIMEOUT_S if args.dist_timeout is None else args.dist_timeout
     world, device = distributed.init_from_env(config.device, timeout)
@@ -198,7 +207,7 @@ def _train_in_world(args, config, world) -> int:
     if world.is_main:
         _check_writable(args.out)
     trainer = DiVATrainer(config, args.out, progress=not args.no_progress,
-                          dataset_options=_parse_option_values(args.data_option))
+                          dataset_options=_parse_option_values(args.data_option), overwrite=args.overwrite)
     if args.resume:
         trainer.resume()
     if not world.is_main:

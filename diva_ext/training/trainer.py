@@ -44,6 +44,8 @@ MARGIN_TASKS = ("discriminative", "shared", "intra")
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.json"
+# The files of a run: what `fit` refuses to replace unless asked (resume or overwrite).
+RUN_FILES = (CHECKPOINT, BEST, METRICS, "loss.png", "recall.png")
 # What a checkpoint must hold to be resumed from, and of which type.
 RESUME_PARTS = {"config": dict, "epoch": int, "model": dict, "criteria": dict, "optimizer": dict,
                 "scheduler": dict, "generator": torch.Tensor, "rng": dict, "history": list}
@@ -60,6 +62,11 @@ def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]]
     train_set = data.load(config.dataset, config.data_root, "train", train_tf, **options)
     test_set = data.load(config.dataset, config.data_root, "test", test_tf, **options)
     return train_set, test_set
+
+
+def existing_run(out_dir: Path) -> List[str]:
+    """Names of the run files already in ``out_dir`` (empty if it holds no run)."""
+    return [name for name in RUN_FILES[:3] if (Path(out_dir) / name).exists()]
 
 
 def build_model(config: TrainConfig) -> DiVAModel:
@@ -88,8 +95,12 @@ class DiVATrainer:
     """Builds everything from a TrainConfig and trains, evaluates and checkpoints into out_dir."""
 
     def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
-                 log: Callable[[str], None] = print, dataset_options: Optional[Dict[str, Any]] = None):
+                 log: Callable[[str], None] = print, dataset_options: Optional[Dict[str, Any]] = None,
+                 overwrite: bool = False):
+        """``overwrite``: a run already in ``out_dir`` may be replaced (its files go when this run
+        writes its first epoch); without it, ``fit`` refuses such a folder unless resumed."""
         self.config = config.validate()
+        self.overwrite, self.resumed = overwrite, False
         self.world = distributed.current_world()
         if config.batch_size % (self.world.size * config.samples_per_class):
             raise ValueError(f"batch-size ({config.batch_size}) must split into {self.world.size} processes "
@@ -248,7 +259,12 @@ class DiVATrainer:
 
     def fit(self) -> Dict[str, Any]:
         """Train up to config.epochs (continuing after a resume); returns the metrics document."""
+        replacing = []
         if self.world.is_main:
+            replacing = [] if self.resumed else existing_run(self.out_dir)
+            if replacing and not self.overwrite:
+                raise FileExistsError(f"{self.out_dir} already holds a run ({', '.join(replacing)}); "
+                                      "resume it, or pass overwrite=True to replace it")
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.contrastive is not None and self.epoch == 0:
             self.fill_queue()
@@ -263,6 +279,10 @@ class DiVATrainer:
             self.log(_epoch_line(record))
             if not self.world.is_main:
                 continue
+            if replacing:  # the old run stays until this one has an epoch to put in its place
+                for name in RUN_FILES:
+                    (self.out_dir / name).unlink(missing_ok=True)
+                replacing = []
             if "recall@1" in record and record["recall@1"] >= self.best().get("recall@1", -1.0):
                 ckpt.save_checkpoint({"config": self.config.to_dict(), "model": self.model.state_dict(),
                                       "metrics": record}, self.out_dir / BEST)
@@ -332,6 +352,7 @@ class DiVATrainer:
             ckpt.load_part(load, state[key], what, path)
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
+        self.resumed = True
 
     def resume(self, path: Optional[Path] = None) -> None:
         path = Path(path) if path else self.out_dir / CHECKPOINT
