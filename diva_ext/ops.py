@@ -24,7 +24,14 @@ def pairwise_distance(
     Returns:
         [N, M] tensor, ``s_ij = max(|x_i|^2 + |y_j|^2 - 2 <x_i, y_j>, 0)``, with near points
         recomputed by direct difference (self-distance of unit vectors <= 1e-5 in float32).
-        Differentiable with respect to ``x`` and ``y``.
+        So are pairs beyond the expansion's range (rows whose squares overflow, e.g. float32
+        rows beyond ~1.8e19, or underflow), rescaled: every finite input gives distances
+        accurate to a few ulps, inf only where the true value exceeds the dtype.
+        Differentiable with respect to ``x`` and ``y`` (first derivatives only).
+
+    Raises:
+        RuntimeError: naming ``x`` or ``y`` when it holds NaN or inf (as the other ops do; the
+            clamp would otherwise turn a NaN into a plausible distance).
     """
     return torch.ops.diva_ext.pairwise_distance(x, y, bool(squared), float(eps))
 

@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "diva_ext/cpu/simd.h"
 #include "diva_ext/math/pairwise_distance.h"
@@ -102,6 +103,15 @@ DIVA_CPU_CLONES void grad_weights(const double* grad, const double* out, double*
   grad_weights_impl(grad, out, w, count, squared, clamped);
 }
 
+bool all_finite(const at::Tensor& t) {
+  bool finite = true;
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "pairwise_distance_all_finite", [&] {
+    const scalar_t* p = t.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < t.numel(); ++i) finite &= std::isfinite(p[i]);
+  });
+  return finite;
+}
+
 at::Tensor pairwise_distance_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& y_opt,
                                  bool squared, double eps) {
   const at::Tensor y_in = y_opt.has_value() ? *y_opt : at::Tensor();
@@ -115,6 +125,10 @@ at::Tensor pairwise_distance_cpu(const at::Tensor& x_in, const std::optional<at:
 
   const at::Tensor norm_x = x.square().sum(1);
   const at::Tensor norm_y = y_in.defined() ? y.square().sum(1) : norm_x;
+  // A NaN or inf entry makes its row's squared norm non-finite, so the O(N + M) scan of the norms
+  // spares the full check of the values unless it may fail (a huge finite row's norm can be inf
+  // too; then the full check passes).
+  if (!all_finite(norm_x) || !all_finite(norm_y)) check_pairwise_distance_finite(x_in, y_in);
   const at::Tensor y_t = y.t();
   const int64_t block = rows_per_block(m, x.element_size());
 

@@ -22,6 +22,7 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x_in, const std::optional<at
                                   bool squared, double eps) {
   const at::Tensor y_in = y_opt.has_value() ? *y_opt : at::Tensor();
   check_pairwise_distance_args(x_in, y_in, eps, /*allow_half=*/true);
+  check_pairwise_distance_finite(x_in, y_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const at::Tensor y = y_in.defined() ? y_in.contiguous() : x;

@@ -6,7 +6,8 @@
 // each thread accumulates a 4 x 4 micro-tile of inner products (rows ty + 16 i, columns
 // tx + 16 j, so shared-memory reads are conflict-free). The threads that load a row slice also
 // accumulate that row's squared norm; four lanes hold one row and combine it with shuffles. The
-// epilogue (expansion, exact recompute of near points, clamp, square root) runs in registers.
+// epilogue (expansion, exact recompute of near points and of entries beyond the expansion's
+// range, clamp, square root) runs in registers.
 //
 // Backward work split: grad_a[p, c] = a[p, c] * sum_k w_pk - sum_k w_pk * b[k, c], with
 // w = pd_grad_weight(grad, out) built on the fly from the incoming gradient and the saved output
@@ -89,9 +90,11 @@ __global__ void __launch_bounds__(kPdThreads)
       const long long c = col0 + tx + 16 * j;
       if (c >= m) continue;
       const Acc ny = norm_ys[tx + 16 * j];
-      Acc s = math::pd_expanded(nx, ny, acc[i][j]);
-      if (math::pd_needs_exact(s, nx, ny)) s = math::pd_direct<Acc>(x + r * d, y + c * d, d);
-      out[r * m + c] = static_cast<T>(math::pd_finish(s, squared, eps));
+      const Acc s = math::pd_expanded(nx, ny, acc[i][j]);
+      const Acc v = math::pd_needs_exact(s, nx, ny)
+                        ? math::pd_finish(math::pd_direct<Acc>(x + r * d, y + c * d, d), squared, eps)
+                        : math::pd_finish(s, squared, eps);
+      out[r * m + c] = static_cast<T>(v);
     }
   }
 }

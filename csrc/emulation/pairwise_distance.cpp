@@ -18,6 +18,7 @@ at::Tensor pairwise_distance(const at::Tensor& x_in, const std::optional<at::Ten
                              bool squared, double eps, int64_t schedule_seed) {
   const at::Tensor y_in = y_opt.has_value() ? *y_opt : at::Tensor();
   check_pairwise_distance_args(x_in, y_in, eps, /*allow_half=*/true);
+  check_pairwise_distance_finite(x_in, y_in);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor y = y_in.defined() ? y_in.contiguous() : x;
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1);
