@@ -131,22 +131,31 @@ def _parse_option_values(pairs: Sequence) -> Dict[str, Any]:
     return values
 
 
-def _config_from_args(args: argparse.Namespace):
+def _resume_state(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """With --resume, the verified checkpoint in --out (read once: config, data and weights)."""
     from diva_ext.training import checkpoint as ckpt
+    from diva_ext.training.trainer import CHECKPOINT, RESUME_PARTS
+
+    if not args.resume:
+        return None
+    path = args.out / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    state = ckpt.load_checkpoint(path)
+    ckpt.require_parts(state, path, RESUME_PARTS)
+    return state
+
+
+def _config_from_args(args: argparse.Namespace, state: Optional[Dict[str, Any]] = None):
+    """The run's settings: the preset's (or, resuming, the checkpoint's), overridden by the flags."""
     from diva_ext.training.config import TrainConfig, config_fields
     from diva_ext.training.presets import DEFAULT_PRESET, PRESETS
-    from diva_ext.training.trainer import CHECKPOINT
 
     given = {f.name: getattr(args, f.name) for f in config_fields() if hasattr(args, f.name)}
     if "head_weights" in given:
         given["head_weights"] = {k: float(v) for k, v in given["head_weights"]}
-    if args.resume:
-        path = args.out / CHECKPOINT
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        state = ckpt.load_checkpoint(path)
-        ckpt.require_parts(state, path, {"config": dict})
-        values = _saved_config(state, path).to_dict()
+    if state is not None:
+        values = _saved_config(state, args.out / "checkpoint.pt").to_dict()
     else:
         dataset = given.get("dataset") or PRESETS.get(given.get("preset", ""), {}).get("dataset", "synthetic")
         preset = given.get("preset") or DEFAULT_PRESET[dataset]
@@ -192,24 +201,28 @@ def _train(args) -> int:
     if present:
         raise FileExistsError(f"--out {args.out} already holds a run ({', '.join(present)}); continue it "
                               "with --resume, or replace it with --overwrite")
-    config = _config_from_args(args)
+    state = _resume_state(args)
+    config = _config_from_args(args, state)
     timeout = distributed.DEFAULT_TIMEOUT_S if args.dist_timeout is None else args.dist_timeout
     world, device = distributed.init_from_env(config.device, timeout)
     try:
-        return _train_in_world(args, dataclasses.replace(config, device=device), world)
+        return _train_in_world(args, dataclasses.replace(config, device=device), world, state)
     finally:
         distributed.shutdown()
 
 
-def _train_in_world(args, config, world) -> int:
-    from diva_ext.training.trainer import DiVATrainer
+def _train_in_world(args, config, world, state) -> int:
+    from diva_ext.training.trainer import CHECKPOINT, DiVATrainer
 
     if world.is_main:
         _check_writable(args.out)
-    trainer = DiVATrainer(config, args.out, progress=not args.no_progress,
-                          dataset_options=_parse_option_values(args.data_option), overwrite=args.overwrite)
-    if args.resume:
-        trainer.resume()
+    options = _parse_option_values(args.data_option)
+    if state is not None:  # resuming: the options trained with, unless given again (then they must agree)
+        options = {**state["data"].get("options", {}), **options}
+    trainer = DiVATrainer(config, args.out, progress=not args.no_progress, dataset_options=options,
+                          overwrite=args.overwrite)
+    if state is not None:
+        trainer.load_state_dict(state, args.out / CHECKPOINT)
     if not world.is_main:
         trainer.fit()
         return 0

@@ -36,7 +36,7 @@ from diva_ext.evaluation import combine_embeddings, evaluate
 from diva_ext.losses.adversarial import AdversarialSeparation
 from diva_ext.models import DiVAModel
 from diva_ext.training import checkpoint as ckpt
-from diva_ext.training import components
+from diva_ext.training import components, fingerprint
 from diva_ext.training.config import TrainConfig
 from diva_ext.training.plots import plot_history
 
@@ -47,8 +47,17 @@ METRICS = "metrics.json"
 # The files of a run: what `fit` refuses to replace unless asked (resume or overwrite).
 RUN_FILES = (CHECKPOINT, BEST, METRICS, "loss.png", "recall.png")
 # What a checkpoint must hold to be resumed from, and of which type.
-RESUME_PARTS = {"config": dict, "epoch": int, "model": dict, "criteria": dict, "optimizer": dict,
+RESUME_PARTS = {"config": dict, "data": dict, "epoch": int, "model": dict, "criteria": dict, "optimizer": dict,
                 "scheduler": dict, "generator": torch.Tensor, "rng": dict, "history": list}
+
+
+def dataset_options_of(config: TrainConfig, dataset_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The options the dataset loader gets: the given ones, and for ``synthetic`` the run's seed
+    unless one is given."""
+    options = dict(dataset_options or {})
+    if config.dataset == "synthetic":
+        options.setdefault("seed", config.seed)
+    return options
 
 
 def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]] = None):
@@ -56,9 +65,7 @@ def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]]
     train_tf, test_tf = make_transforms(config.transform, config.image_size)
     if "selfsimilarity" in config.tasks:
         train_tf = TwoViews(train_tf)
-    options = dict(dataset_options or {})
-    if config.dataset == "synthetic":
-        options.setdefault("seed", config.seed)
+    options = dataset_options_of(config, dataset_options)
     train_set = data.load(config.dataset, config.data_root, "train", train_tf, **options)
     test_set = data.load(config.dataset, config.data_root, "test", test_tf, **options)
     return train_set, test_set
@@ -111,7 +118,9 @@ class DiVATrainer:
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
 
-        self.train_set, self.test_set = load_datasets(config, dataset_options)
+        self.dataset_options = dataset_options_of(config, dataset_options)
+        self.train_set, self.test_set = load_datasets(config, self.dataset_options)
+        self.data_record = fingerprint.data_record(self.dataset_options, self.train_set, self.test_set)
         self.model = build_model(config).to(self.device)
         self.net = self.model  # what the training forward runs: DDP's wrapper when distributed
         if self.world.is_distributed:
@@ -284,8 +293,8 @@ class DiVATrainer:
                     (self.out_dir / name).unlink(missing_ok=True)
                 replacing = []
             if "recall@1" in record and record["recall@1"] >= self.best().get("recall@1", -1.0):
-                ckpt.save_checkpoint({"config": self.config.to_dict(), "model": self.model.state_dict(),
-                                      "metrics": record}, self.out_dir / BEST)
+                ckpt.save_checkpoint({"config": self.config.to_dict(), "data": self.data_record,
+                                      "model": self.model.state_dict(), "metrics": record}, self.out_dir / BEST)
             self.save_checkpoint()
             self.write_metrics()
         return self.metrics()
@@ -308,6 +317,7 @@ class DiVATrainer:
     def state_dict(self) -> Dict[str, Any]:
         return {
             "config": self.config.to_dict(),
+            "data": self.data_record,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "criteria": self.criteria.state_dict(),
@@ -336,6 +346,14 @@ class DiVATrainer:
         if differ:
             raise ValueError(f"cannot resume: the checkpoint was trained with other settings: "
                              f"{', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}")
+        ckpt.require_parts(state["data"], path, {"options": dict, "fingerprint": dict})
+        try:
+            changed = fingerprint.data_differences(state["data"], self.data_record)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {path}: its data record is unreadable: {ckpt.one_line(err)}") from None
+        if changed:
+            raise ValueError("cannot resume: the checkpoint was trained on other data: "
+                             f"{fingerprint.describe(changed)}")
         parts = [(self.model.load_state_dict, "model", "model weights"),
                  (self.criteria.load_state_dict, "criteria", "margin losses")]
         if self.adversarial is not None:
