@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import trees
+from dance_error_model import dance_mean_loss, dance_mean_loss_grad_q
 from diva_ext.training.config import TrainConfig
 from diva_ext.training.presets import PRESETS
 from diva_ext.training.trainer import DiVATrainer
+from tolerances import SECOND_ORDER, first_order_error_bound
 
 SYNTHETIC = {"num_classes": 6, "images_per_class": 5, "image_size": 16}
 
@@ -99,34 +101,57 @@ def test_reference_ops_train_too(tmp_path):
     assert torch.isfinite(torch.tensor(result["epochs"][0]["loss"]))
 
 
-def test_fused_and_reference_ops_give_the_same_loss_on_the_same_batch():
-    """The self-similarity loss (fused DaNCE vs explicit logits) and the margin losses on the same
-    triplets agree, values and gradients."""
+def test_fused_and_reference_ops_give_the_same_loss_on_the_same_batch(generator):
+    """On one batch of an untrained model the self-similarity loss (fused DaNCE vs explicit logits)
+    and its gradient agree with the float64 loss on the same float32 embeddings, each within its
+    own float32 error model (dance_error_model.py); the miners pick the same (a, p) and the margin
+    losses on the same triplets are equal.
+
+    Two float32 losses with logits near 1/T = 100 cannot promise 1e-5 of each other: an error of one
+    ulp in an inner product moves a logit by 100 ulp, and the fused kernel's two passes round the
+    saturated top weight independently (see two_pass in dance_error_model.py)."""
+    from diva_ext import reference
     from diva_ext.training import components
     from diva_ext.training.trainer import build_model
 
-    torch.manual_seed(0)
+    seeds = torch.randint(2**31, (3,), generator=generator).tolist()
+    torch.manual_seed(seeds[0])
     fused, ref = tiny_config(ops="fused"), tiny_config(ops="reference")
     model = build_model(fused)
     images, key_images = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    losses, grads = {}, {}
+    heads = {name: h.detach() for name, h in model(images).items()}
+    queue_images = torch.randn(8, 3, 16, 16)
+    results = {}
     for name, config in (("fused", fused), ("reference", ref)):
         contrastive = components.Contrastive(config, model, torch.device("cpu"))
-        torch.manual_seed(1)
-        contrastive.enqueue(torch.randn(8, 3, 16, 16))  # the same queue for both
-        heads = model(images)
-        miner = components.miner("discriminative", config, torch.Generator().manual_seed(3))
+        contrastive.enqueue(queue_images)  # the same queue for both
+        q = heads["selfsimilarity"].clone().requires_grad_()
+        loss = contrastive.loss(q, key_images)
+        (grad,) = torch.autograd.grad(loss, q)
+        miner = components.miner("discriminative", config, torch.Generator().manual_seed(seeds[1]))
         a, p, _ = miner(heads["discriminative"], labels)
         n = torch.tensor([(int(i) + 2) % 8 for i in a])  # fixed negatives: the miners' draws differ
-        margin = components.margin_loss(config, 4)
-        total = contrastive.loss(heads["selfsimilarity"], key_images) + margin(heads["discriminative"], labels, (a, p, n))
-        model.zero_grad()
-        total.backward()
-        losses[name] = total.detach()
-        grads[name] = [q.grad.clone() for q in model.parameters() if q.grad is not None]
-    torch.testing.assert_close(losses["fused"], losses["reference"], rtol=1e-5, atol=1e-6)
-    assert len(grads["fused"]) == len(grads["reference"]) > 0
-    for gf, gr in zip(grads["fused"], grads["reference"]):
-        # float32 with temperature 0.01: compare relative to each gradient's scale.
-        torch.testing.assert_close(gf, gr, rtol=1e-3, atol=1e-4 * float(gr.abs().max()))
+        margin = components.margin_loss(config, 4)(heads["discriminative"], labels, (a, p, n))
+        results[name] = dict(loss=loss.detach(), grad=grad, a=a, p=p, margin=margin.detach(),
+                             inputs=(heads["selfsimilarity"], contrastive._keys, contrastive.queue.negatives()))
+    assert all(torch.equal(x, y) for x, y in zip(results["fused"]["inputs"], results["reference"]["inputs"]))
+    assert torch.equal(results["fused"]["a"], results["reference"]["a"])
+    assert torch.equal(results["fused"]["p"], results["reference"]["p"])
+    assert torch.equal(results["fused"]["margin"], results["reference"]["margin"])
+
+    kw = dict(temperature=fused.temperature, lower_cutoff=fused.lower_cutoff, upper_cutoff=fused.upper_cutoff)
+    q64, k64, queue64 = (t.double() for t in results["fused"]["inputs"])
+    q64.requires_grad_()
+    want = reference.info_nce(q64, k64, queue64, weighting="dance", **kw)[0].mean()
+    (want_grad,) = torch.autograd.grad(want, q64)
+    for name, out in results.items():
+        model_kw = dict(kw, two_pass=name == "fused")
+        value_bound = SECOND_ORDER * first_order_error_bound(
+            lambda p, *x: dance_mean_loss(p, *x, **model_kw), out["inputs"])
+        grad_bound = SECOND_ORDER * first_order_error_bound(
+            lambda p, *x: dance_mean_loss_grad_q(p, *x, **model_kw), out["inputs"])
+        err = (out["loss"].double() - want).abs()
+        assert err <= value_bound, (name, err.item(), value_bound.item())
+        grad_err = (out["grad"].double() - want_grad).abs()
+        assert (grad_err <= grad_bound).all(), (name, grad_err.max().item(), (grad_err / grad_bound).max().item())
