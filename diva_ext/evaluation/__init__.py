@@ -9,7 +9,9 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from diva_ext.evaluation._inputs import ArrayLike, embeddings_to_numpy, labels_to_numpy, positive_ints
+from diva_ext.evaluation._inputs import (
+    ArrayLike, check_flag, check_int, embeddings_to_tensor, labels_to_tensor, positive_ints,
+)
 from diva_ext.evaluation.clustering import kmeans_assignments, nmi_score
 from diva_ext.evaluation.combine import combine_embeddings
 from diva_ext.evaluation.knn import gpu_available, iter_neighbours
@@ -56,8 +58,17 @@ def evaluate(
     Returns:
         ``{"recall@k": ... for k in recall_at, "nmi": ..., "map@r": ...}``, Python floats in [0, 1].
     """
-    x, on_cuda = embeddings_to_numpy(embeddings)
-    y = labels_to_numpy(labels, x.shape[0])
+    nmi = check_flag(nmi, "nmi")
+    map_at_r = check_flag(map_at_r, "map_at_r")
+    kmeans_seed = check_int(kmeans_seed, "kmeans_seed", 0, 2**31)
+    kmeans_iters = check_int(kmeans_iters, "kmeans_iters", 1)
+    use_gpu = check_flag(use_gpu, "use_gpu", optional=True)
+    chunk_size = check_int(chunk_size, "chunk_size", 1, optional=True)
+    progress = check_flag(progress, "progress", optional=True)
+    tensor = embeddings_to_tensor(embeddings)
+    on_cuda = tensor.is_cuda
+    x = tensor.cpu().numpy()
+    y = labels_to_tensor(labels, x.shape[0]).numpy()
     ks = positive_ints(recall_at, "recall_at")
     if use_gpu is None:
         use_gpu = on_cuda and gpu_available()

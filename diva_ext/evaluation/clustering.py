@@ -42,11 +42,14 @@ def kmeans_assignments(
     options = dict(seed=seed, gpu=use_gpu, verbose=False, min_points_per_centroid=1, max_points_per_centroid=n)
     centroids = None
     bar = tqdm(range(niter), desc="k-means", unit="iter", leave=False, disable=tqdm_disable(progress, niter))
-    for _ in bar:
-        kmeans = faiss.Kmeans(dim, k, niter=1, **options)
-        kmeans.train(x, init_centroids=centroids)
-        centroids = kmeans.centroids
-    _, assignment = kmeans.index.search(x, 1)
+    try:
+        for _ in bar:
+            kmeans = faiss.Kmeans(dim, k, niter=1, **options)
+            kmeans.train(x, init_centroids=centroids)
+            centroids = kmeans.centroids
+        _, assignment = kmeans.index.search(x, 1)
+    except RuntimeError as err:  # faiss's C++ exceptions arrive as RuntimeError
+        raise RuntimeError(f"faiss k-means failed (N={n}, D={dim}, k={k}): {err}") from err
     return assignment[:, 0].astype(np.int64)
 
 

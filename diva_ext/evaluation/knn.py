@@ -69,11 +69,17 @@ def iter_neighbours(
         raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
     if chunk_size is None:
         chunk_size = max(1, min(n, _CHUNK_ENTRIES // (k + 1)))
-    index = _flat_index(dim, use_gpu and k + 1 <= _GPU_MAX_K)
-    index.add(x)
+    try:
+        index = _flat_index(dim, use_gpu and k + 1 <= _GPU_MAX_K)
+        index.add(x)
+    except RuntimeError as err:  # faiss's C++ exceptions arrive as RuntimeError
+        raise RuntimeError(f"faiss could not build the kNN index of {n} x {dim} embeddings: {err}") from err
     starts = range(0, n, chunk_size)
     bar = tqdm(starts, desc="kNN search", unit="chunk", leave=False, disable=tqdm_disable(progress, len(starts)))
     for start in bar:
         stop = min(start + chunk_size, n)
-        _, found = index.search(x[start:stop], k + 1)
+        try:
+            _, found = index.search(x[start:stop], k + 1)
+        except RuntimeError as err:
+            raise RuntimeError(f"faiss kNN search failed (rows {start}..{stop - 1}, k={k}): {err}") from err
         yield start, _drop_self(found, np.arange(start, stop))
