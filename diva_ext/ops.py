@@ -27,7 +27,8 @@ def pairwise_distance(
         So are pairs beyond the expansion's range (rows whose squares overflow, e.g. float32
         rows beyond ~1.8e19, or underflow), rescaled: every finite input gives distances
         accurate to a few ulps, inf only where the true value exceeds the dtype.
-        Differentiable with respect to ``x`` and ``y`` (first derivatives only).
+        Differentiable with respect to ``x`` and ``y``, to any order (under create_graph=True
+        the backward runs as PyTorch ops, memory O(N * M) like the incoming gradient).
 
     Raises:
         RuntimeError: naming ``x`` or ``y`` when it holds NaN or inf (as the other ops do; the
@@ -66,7 +67,7 @@ def distance_weighted_negatives(
 
     Args:
         x: [B, D] L2-normalised embeddings (float32/float64; float16/bfloat16 too on CUDA); no
-            gradient flows.
+            gradient flows (x may require grad: it is read as data).
         labels: int64 [B].
         anchors: int64 [T], indices into the batch (repeats allowed: each entry draws anew).
         lower_cutoff: distances below it count as it (> 0).
@@ -115,7 +116,9 @@ def info_nce(
 
     Returns:
         (loss, lse), each [B] in q's dtype. Differentiable with respect to q, k and queue (an
-        in-batch setup passes the other view as the queue). Extra memory O(B * D + tile): when q
+        in-batch setup passes the other view as the queue); first derivatives only:
+        differentiating the gradient raises a RuntimeError (use diva_ext.reference.info_nce for
+        second derivatives). Extra memory O(B * D + tile): when q
         needs a gradient and the queue does not (MoCo), the forward pass also accumulates the
         attention-style term of q's gradient, and backward costs O(B * D); otherwise backward
         recomputes the logits tile by tile.

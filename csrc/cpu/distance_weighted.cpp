@@ -179,7 +179,9 @@ at::Tensor distance_weighted_negatives_cpu(const at::Tensor& x_in, const at::Ten
                                /*allow_half=*/false);
   at::Tensor out = at::empty({anchors_in.size(0)}, anchors_in.options());
   if (anchors_in.size(0) == 0) return out;
-  const at::Tensor x = x_in.contiguous();
+  // Indices are not differentiable: an x that requires grad is read as data (nested
+  // out= GEMMs would refuse it).
+  const at::Tensor x = x_in.contiguous().detach();
   const at::Tensor anchors = anchors_in.contiguous();
   const at::Tensor ids = class_ids(labels_in);
   const double n = static_cast<double>(dim > 0 ? dim : x.size(1));

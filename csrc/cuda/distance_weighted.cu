@@ -34,7 +34,9 @@ at::Tensor distance_weighted_negatives_cuda(const at::Tensor& x_in, const at::Te
   const int64_t t_count = anchors_in.size(0);
   at::Tensor out = at::empty({t_count}, anchors_in.options());
   if (t_count == 0) return out;
-  const at::Tensor x = x_in.contiguous();
+  // Indices are not differentiable: an x that requires grad is read as data (nested
+  // out= GEMMs would refuse it).
+  const at::Tensor x = x_in.contiguous().detach();
   const at::Tensor labels = labels_in.contiguous();
   const at::Tensor anchors = anchors_in.contiguous();
   check_distance_weighted_values(x, anchors);

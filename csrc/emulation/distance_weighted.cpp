@@ -27,7 +27,9 @@ at::Tensor distance_weighted_negatives(const at::Tensor& x_in, const at::Tensor&
   // Poisoned: a pick the kernels fail to write shows.
   at::Tensor out = at::full({t_count}, -7, anchors_in.options());
   if (t_count == 0) return out;
-  const at::Tensor x = x_in.contiguous();
+  // Indices are not differentiable: an x that requires grad is read as data (nested
+  // out= GEMMs would refuse it).
+  const at::Tensor x = x_in.contiguous().detach();
   const at::Tensor labels = labels_in.contiguous();
   const at::Tensor anchors = anchors_in.contiguous();
   check_distance_weighted_values(x, anchors);

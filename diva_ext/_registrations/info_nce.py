@@ -10,6 +10,8 @@ Two differentiable entry points share one backward op:
 
 import torch
 
+from diva_ext._registrations.once_differentiable import refuse_double_backward
+
 _FLOAT_CPU = (torch.float32, torch.float64)
 _FLOAT_ANY = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Columns of the saved row statistics: lse, loss and DaNCE's row constants (csrc math/info_nce.h).
@@ -88,6 +90,25 @@ def _grads_to_inputs(needs, grads):
     return tuple(g if n else None for n, g in zip(needs, grads))
 
 
+_SECOND_ORDER_HINT = (
+    "For second derivatives use diva_ext.reference.info_nce (explicit [B, K+1] logits)."
+)
+
+
+def _run_backward(op, grad_loss, grad_lse, q, k, queue, stats, o, ctx, needs):
+    """The backward op; under create_graph its results raise if differentiated again."""
+    saved = (grad_loss, grad_lse, q, k, queue)
+    if not torch.is_grad_enabled():
+        return torch.ops.diva_ext._info_nce_backward(
+            grad_loss, grad_lse, q, k, queue, stats, o, *_params(ctx), *needs
+        )
+    with torch.no_grad():
+        grads = torch.ops.diva_ext._info_nce_backward(
+            grad_loss, grad_lse, q, k, queue, stats, o, *_params(ctx), *needs
+        )
+    return refuse_double_backward(op, tuple(grads), saved, _SECOND_ORDER_HINT)
+
+
 # ---- info_nce: backward recomputes the statistics and the tiles --------------------------------
 
 
@@ -103,9 +124,7 @@ def _info_nce_backward(ctx, grad_loss, grad_lse):
     if not any(needs):
         return (None,) * 7
     grad_loss, grad_lse = _grads_or_zeros(q, grad_loss, grad_lse)
-    grads = torch.ops.diva_ext._info_nce_backward(
-        grad_loss, grad_lse, q, k, queue, None, None, *_params(ctx), *needs
-    )
+    grads = _run_backward("info_nce", grad_loss, grad_lse, q, k, queue, None, None, ctx, needs)
     return _grads_to_inputs(needs, grads) + (None,) * 4
 
 
@@ -137,9 +156,7 @@ def _forward_backward(ctx, grad_loss, grad_lse, _grad_stats, _grad_o):
     if not any(needs):
         return (None,) * 8
     grad_loss, grad_lse = _grads_or_zeros(q, grad_loss, grad_lse)
-    grads = torch.ops.diva_ext._info_nce_backward(
-        grad_loss, grad_lse, q, k, queue, stats, o, *_params(ctx), *needs
-    )
+    grads = _run_backward("info_nce", grad_loss, grad_lse, q, k, queue, stats, o, ctx, needs)
     return _grads_to_inputs(needs, grads) + (None,) * 5
 
 

@@ -45,11 +45,39 @@ def _setup_context(ctx, inputs, output):
     ctx.eps = eps
 
 
+def _differentiable_backward(grad, x, y, out, squared, eps, needs_x, needs_y):
+    """The backward kernel's formula (csrc math/pairwise_distance.h) in PyTorch ops, so that
+    autograd can differentiate it again (create_graph=True). Memory: the [N, M] weights, as
+    the incoming gradient. ``out`` is the op's saved output: its derivative is the op's own
+    backward, so third and higher derivatives follow too."""
+    if squared:
+        w = torch.where(out > 0, 2 * grad, torch.zeros_like(grad))
+    else:
+        # The clamp, detected as the kernel does: the output equals the stored sqrt(eps).
+        # sqrt in the kernel's accumulation type, rounded to the output's dtype.
+        acc = torch.float64 if out.dtype == torch.float64 else torch.float32
+        clamped = torch.tensor(eps, dtype=acc).sqrt().to(out.dtype).item()
+        active = out > clamped
+        w = torch.where(active, grad / torch.where(active, out, torch.ones_like(out)), torch.zeros_like(grad))
+    other = x if y is None else y
+    grad_x = grad_y = None
+    if needs_x:
+        grad_x = x * w.sum(1, keepdim=True) - w @ other
+        if y is None:
+            grad_x = grad_x + x * w.sum(0).unsqueeze(1) - w.t() @ x
+    if y is not None and needs_y:
+        grad_y = y * w.sum(0).unsqueeze(1) - w.t() @ x
+    return grad_x, grad_y
+
+
 def _backward(ctx, grad):
     x, y, out = ctx.saved_tensors
     needs_x, needs_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (needs_x or needs_y):
         return None, None, None, None
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (grad, x, y)):
+        grad_x, grad_y = _differentiable_backward(grad, x, y, out, ctx.squared, ctx.eps, needs_x, needs_y)
+        return grad_x, grad_y, None, None
     grad_x, grad_y = torch.ops.diva_ext._pairwise_distance_backward(
         grad, x, y, out, ctx.squared, ctx.eps, needs_x, needs_y
     )
