@@ -102,3 +102,17 @@ def first_order_error_bound(f: Callable[..., torch.Tensor], inputs: Sequence[tor
     perturb = Perturbations(dtype)
     out = f(perturb, *[x.detach().double() for x in inputs])
     return _each_output(out, perturb.points, perturb.radii)
+
+
+def assert_within(got: torch.Tensor, want: torch.Tensor, bound, what: str = "") -> None:
+    """|got - want| <= bound elementwise (got upcast to want's dtype); the message gives the worst
+    ratio of error to bound."""
+    err = (got.to(want.dtype) - want).abs()
+    bound = torch.as_tensor(bound, dtype=want.dtype).expand_as(err)
+    ok = err <= bound
+    if not bool(ok.all()):
+        ratio = (err / bound).nan_to_num(float("inf"))
+        i = int(ratio.argmax())
+        raise AssertionError(f"{what}: {int((~ok).sum())} of {err.numel()} elements beyond their error bound; "
+                             f"worst at flat index {i}: error {err.reshape(-1)[i].item():.3e}, bound "
+                             f"{bound.reshape(-1)[i].item():.3e} (ratio {ratio.reshape(-1)[i].item():.3g})")
