@@ -84,16 +84,16 @@ def matrix(t, name: str, *, like: Optional[torch.Tensor] = None, like_name: str 
     """A 2-D floating tensor [N, D]; with ``like``, on its device with its D columns (and its
     dtype with ``same_dtype``); with ``rows``, exactly that many rows (those of ``like``)."""
     if not isinstance(t, torch.Tensor) or t.dim() != 2 or not t.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a 2-D floating tensor [N, D], got {_describe(t)}")
+        raise ValueError(f"{name} must be a 2-D tensor [N, D] of a floating dtype, got {_describe(t)}")
     if like is not None:
         if t.device != like.device:
-            raise ValueError(f"{name} must be on {like_name}'s device ({like.device}), got {t.device}")
+            raise ValueError(f"{name} must match {like_name}'s device ({like.device}), got {t.device}")
         if t.shape[1] != like.shape[1]:
-            raise ValueError(f"{name} must have the {like.shape[1]} columns of {like_name}, got shape {list(t.shape)}")
+            raise ValueError(f"{name} must match {like_name}'s {like.shape[1]} columns, got shape {list(t.shape)}")
         if rows is not None and t.shape[0] != rows:
-            raise ValueError(f"{name} must have the {rows} rows of {like_name}, got shape {list(t.shape)}")
+            raise ValueError(f"{name} must match {like_name}'s {rows} rows, got shape {list(t.shape)}")
         if same_dtype and t.dtype != like.dtype:
-            raise ValueError(f"{name} must have {like_name}'s dtype ({like.dtype}), got {t.dtype}")
+            raise ValueError(f"{name} must match {like_name}'s dtype ({like.dtype}), got {t.dtype}")
     return t
 
 

@@ -7,6 +7,11 @@ So the tuples feed pytorch-metric-learning's losses, and its miners' tuples feed
 runs under ``torch.no_grad()``; every random choice comes from the miner's ``generator`` (the
 default generator when None), so ``torch.manual_seed`` or a seeded generator reproduces it.
 
+Inputs: ``embeddings`` [B, D] and ``ref_emb`` [R, D] floating (finite for the distance-weighted
+miners, which read them), ``labels`` [B] and ``ref_labels`` [R] integer; a wrong one is a
+ValueError naming it. An empty batch or reference set gives empty triplets, which every loss of
+diva_ext.losses turns into a zero that keeps the graph.
+
 - DistanceWeightedMiner: distance-weighted negatives (Wu et al. 2017); DiVA's discriminative task.
 - SharedMiner: the same on labels permuted within the batch; DiVA's shared-characteristics task.
 - IntraClassMiner: triplets drawn inside one class; DiVA's intra-class task.
@@ -18,35 +23,31 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from diva_ext import _validation as _check
 from diva_ext import ops, reference
 
 Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _OPS = ("fused", "reference")
 
 
-def _check_pair(emb, lab, emb_name, lab_name):
-    if not isinstance(emb, torch.Tensor) or emb.dim() != 2:
-        raise ValueError(f"{emb_name} must be a 2-D tensor [N, D], got {getattr(emb, 'shape', type(emb))}")
-    if not isinstance(lab, torch.Tensor) or lab.dim() != 1 or lab.dtype.is_floating_point or lab.dtype == torch.bool:
-        raise ValueError(f"{lab_name} must be a 1-D integer tensor [N], got {getattr(lab, 'dtype', type(lab))} "
-                         f"with shape {getattr(lab, 'shape', None)}")
-    if lab.shape[0] != emb.shape[0]:
-        raise ValueError(f"{lab_name} must have one entry per row of {emb_name} ({emb.shape[0]}), got {lab.shape[0]}")
-
-
-def _inputs(embeddings, labels, ref_emb, ref_labels):
-    """Validated (embeddings, labels, ref, ref_labels, self_ref), labels int64 on the device."""
-    _check_pair(embeddings, labels, "embeddings", "labels")
+def _inputs(embeddings, labels, ref_emb, ref_labels, *, finite=True):
+    """Validated (embeddings, labels, ref, ref_labels, self_ref), labels int64 on the device;
+    with ``finite``, the embeddings (and ref_emb) must hold no NaN or inf."""
+    embeddings = _check.matrix(embeddings, "embeddings")
+    labels = _check.label_vector(labels, "labels", embeddings.shape[0], "embeddings")
     if (ref_emb is None) != (ref_labels is None):
         raise ValueError("ref_emb and ref_labels must be given together")
     labels = labels.to(device=embeddings.device, dtype=torch.int64)
-    if ref_emb is None or (ref_emb is embeddings and ref_labels is labels):
-        return embeddings, labels, embeddings, labels, True
-    _check_pair(ref_emb, ref_labels, "ref_emb", "ref_labels")
-    if ref_emb.shape[1] != embeddings.shape[1] or ref_emb.device != embeddings.device:
-        raise ValueError(f"ref_emb must match embeddings' dimension and device, got {tuple(ref_emb.shape)} on "
-                         f"{ref_emb.device} for {tuple(embeddings.shape)} on {embeddings.device}")
-    return embeddings, labels, ref_emb, ref_labels.to(device=embeddings.device, dtype=torch.int64), False
+    self_ref = ref_emb is None or (ref_emb is embeddings and ref_labels is labels)
+    if self_ref:
+        ref_emb, ref_labels = embeddings, labels
+    else:
+        _check.matrix(ref_emb, "ref_emb", like=embeddings, like_name="embeddings")
+        ref_labels = _check.label_vector(ref_labels, "ref_labels", ref_emb.shape[0], "ref_emb")
+        ref_labels = ref_labels.to(device=embeddings.device, dtype=torch.int64)
+    if finite:
+        _check.check_values(finite=[("embeddings", embeddings)] + ([] if self_ref else [("ref_emb", ref_emb)]))
+    return embeddings, labels, ref_emb, ref_labels, self_ref
 
 
 def _unit(x):
@@ -129,7 +130,9 @@ class DistanceWeightedMiner:
     L2-normalised first.
 
     Args:
-        lower_cutoff, upper_cutoff, dim: as in diva_ext.ops.distance_weighted_negatives.
+        lower_cutoff, upper_cutoff: as in diva_ext.ops.distance_weighted_negatives, and as in
+            DaNCELoss: 0 < lower_cutoff <= upper_cutoff, lower finite, upper inf for none.
+        dim: the sphere's dimension n in the weight, an integer >= 1; None means D.
         positives: "one" or "all".
         generator: source of all random choices (the default generator when None).
         ops: "fused" (diva_ext.ops, the fused kernel) or "reference" (diva_ext.reference, plain
@@ -143,12 +146,10 @@ class DistanceWeightedMiner:
             raise ValueError(f"positives must be 'one' or 'all', got {positives!r}")
         if ops not in _OPS:
             raise ValueError(f"ops must be one of {_OPS}, got {ops!r}")
-        if not (math.isfinite(lower_cutoff) and lower_cutoff > 0):
-            raise ValueError(f"lower_cutoff must be finite and > 0, got {lower_cutoff}")
-        if not upper_cutoff > 0:
-            raise ValueError(f"upper_cutoff must be > 0 (inf for no cutoff), got {upper_cutoff}")
-        self.lower_cutoff, self.upper_cutoff = float(lower_cutoff), float(upper_cutoff)
-        self.positives, self.dim, self.generator, self.ops = positives, dim, generator, ops
+        self.lower_cutoff, self.upper_cutoff = _check.cutoffs(lower_cutoff, upper_cutoff)
+        self.dim = None if dim is None else _check.integer(dim, "dim")
+        self.generator = _check.generator(generator)
+        self.positives, self.ops = positives, ops
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor, ref_emb: Optional[torch.Tensor] = None,
                  ref_labels: Optional[torch.Tensor] = None) -> Triplets:
@@ -158,6 +159,8 @@ class DistanceWeightedMiner:
 
     def _mine(self, emb, labels, ref, ref_labels, self_ref) -> Triplets:
         a, p = anchor_positive_pairs(labels, ref_labels, self_ref, self.positives, self.generator)
+        if a.numel() == 0:  # nothing to sample for (the reference sampler needs a query and a candidate)
+            return a, p, a.clone()
         x = _unit(emb)
         kw = dict(lower_cutoff=self.lower_cutoff, upper_cutoff=self.upper_cutoff, dim=self.dim)
         if self_ref and self.ops == "fused":
@@ -181,7 +184,7 @@ class SharedMiner:
 
     def __init__(self, lower_cutoff: float = 0.5, upper_cutoff: float = math.inf, positives: str = "one", *,
                  dim: Optional[int] = None, generator: Optional[torch.Generator] = None, ops: str = "fused"):
-        self.generator = generator
+        self.generator = _check.generator(generator)
         self.miner = DistanceWeightedMiner(lower_cutoff, upper_cutoff, positives, dim=dim, generator=generator,
                                            ops=ops)
 
@@ -199,15 +202,16 @@ class SharedMiner:
 class IntraClassMiner:
     """DiVA's intra-class miner: B triplets (B = len(embeddings)); for each, a class is drawn
     uniformly among the batch's classes (those also in ref), then a, p and n uniformly with
-    replacement among that class's samples (a from the batch, p and n from ref)."""
+    replacement among that class's samples (a from the batch, p and n from ref). It reads only
+    the labels, so the embeddings' values (finite or not) do not matter to it."""
 
     def __init__(self, *, generator: Optional[torch.Generator] = None):
-        self.generator = generator
+        self.generator = _check.generator(generator)
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor, ref_emb: Optional[torch.Tensor] = None,
                  ref_labels: Optional[torch.Tensor] = None) -> Triplets:
         with torch.no_grad():
-            emb, labels, _, ref_labels, _ = _inputs(embeddings, labels, ref_emb, ref_labels)
+            emb, labels, _, ref_labels, _ = _inputs(embeddings, labels, ref_emb, ref_labels, finite=False)
             classes = torch.unique(labels)
             in_batch = _Runs(labels, classes)
             in_ref = _Runs(ref_labels, classes)
