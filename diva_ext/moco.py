@@ -20,13 +20,16 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from diva_ext import _validation as _check
+
 
 class MemoryQueue(nn.Module):
     """A FIFO ring buffer of K key embeddings, updated in place.
 
     Args:
-        size: K, the number of keys held (DiVA: n_key_batches x batch size, see for_batches).
-        dim: D, the embedding dimension.
+        size: K, the number of keys held, an integer >= 1 (DiVA: n_key_batches x batch size,
+            see for_batches).
+        dim: D, the embedding dimension, an integer >= 1.
         dtype, device: of the buffer.
 
     The buffer starts empty and fills from the first batches enqueued (``fill`` runs a few
@@ -38,6 +41,7 @@ class MemoryQueue(nn.Module):
 
     def __init__(self, size: int, dim: int, *, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
+        size, dim = _check.integer(size, "size", minimum=None), _check.integer(dim, "dim", minimum=None)
         if size < 1 or dim < 1:
             raise ValueError(f"MemoryQueue: size and dim must be >= 1, got size={size}, dim={dim}")
         self.register_buffer("keys", torch.zeros(size, dim, dtype=dtype, device=device))
@@ -46,8 +50,10 @@ class MemoryQueue(nn.Module):
 
     @classmethod
     def for_batches(cls, n_key_batches: int, batch_size: int, dim: int, **kwargs) -> "MemoryQueue":
-        """A queue of K = n_key_batches x batch_size keys (DiVA: 30 batches, 70 on SOP)."""
-        return cls(n_key_batches * batch_size, dim, **kwargs)
+        """A queue of K = n_key_batches x batch_size keys (DiVA: 30 batches, 70 on SOP); both
+        integers >= 1."""
+        n_key_batches = _check.integer(n_key_batches, "n_key_batches")
+        return cls(n_key_batches * _check.integer(batch_size, "batch_size"), dim, **kwargs)
 
     @property
     def size(self) -> int:
@@ -125,6 +131,7 @@ class MomentumEncoder(nn.Module):
 
     def __init__(self, model: nn.Module, momentum: float = 0.9, *, buffers: str = "copy"):
         super().__init__()
+        momentum = _check.number(momentum, "momentum")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"MomentumEncoder: momentum must be in [0, 1], got {momentum}")
         if buffers not in _BUFFER_MODES:
