@@ -93,7 +93,11 @@ def replay(x, labels, anchors, seed, offset, lower_cutoff=0.5, upper_cutoff=math
 
 
 def chi_square_pvalue(picks, probs, min_expected=5.0):
-    """Goodness of fit of the picks (ints in [0, B)) to probs [B]; small bins are pooled."""
+    """Goodness of fit of the picks (ints in [0, B)) to probs [B]; small bins are pooled.
+
+    For a sampler that draws from probs the p-value is uniform on [0, 1] (to the chi-square
+    approximation, bins of expected count >= 5), so ``p > tolerances.FAILURE`` falsely fails with
+    probability FAILURE per comparison."""
     n = picks.numel()
     observed = torch.bincount(picks, minlength=probs.numel()).double()
     expected = probs * n
