@@ -61,11 +61,11 @@ def test_faiss_kmeans_failure_is_named(monkeypatch):
     faiss = pytest.importorskip("faiss", reason="faiss not installed: its error path cannot be exercised")
     monkeypatch.setattr(faiss, "Kmeans", _Failing)
     with pytest.raises(RuntimeError, match=r"faiss k-means failed \(N=50, D=4, k=5\): .*boom"):
-        evaluate(X, Y)
+        evaluate(X, Y, backend="faiss")
 
 
 def test_faiss_search_failure_is_named(monkeypatch):
     faiss = pytest.importorskip("faiss", reason="faiss not installed: its error path cannot be exercised")
     monkeypatch.setattr(faiss, "IndexFlatL2", _Failing)
     with pytest.raises(RuntimeError, match=r"faiss could not build the kNN index of 50 x 4 embeddings: .*boom"):
-        evaluate(X, Y, nmi=False)
+        evaluate(X, Y, nmi=False, backend="faiss")

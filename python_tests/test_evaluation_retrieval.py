@@ -76,6 +76,8 @@ def test_k_beyond_n_means_all_other_rows():
 @pytest.mark.parametrize("n, dim, classes, chunk", [(301, 17, 37, None), (97, 5, 11, 7), (50, 3, 2, 1)])
 def test_matches_pytorch_metric_learning(n, dim, classes, chunk):
     accuracy = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    pytest.importorskip("faiss", reason="faiss not installed: pytorch-metric-learning's default kNN is faiss's "
+                        "(test_evaluation_backends.py compares the torch backend with its torch kNN)")
     rng = np.random.default_rng(n)
     labels = rng.integers(0, classes, n)
     # Class-dependent means so scores are far from 0 and from 1.

@@ -2,15 +2,16 @@
 
 The whole database sits in one flat (exact, L2) index; queries go through in chunks so that the
 [chunk, k] result and whatever the caller computes from it stay small whatever N and k are.
+The torch twin is knn_torch.py; faiss is imported on first use (backend.import_faiss).
 """
 
 from typing import Iterator, Optional, Tuple
 
-import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
 from diva_ext.evaluation._progress import tqdm_disable
+from diva_ext.evaluation.backend import faiss_gpu_available, import_faiss
 
 # faiss's GPU k-selection handles at most this many neighbours per query.
 _GPU_MAX_K = 2048
@@ -20,11 +21,12 @@ _CHUNK_ENTRIES = 1 << 22
 
 
 def gpu_available() -> bool:
-    """True when this faiss build can see at least one GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    """True when faiss is installed and its build can see at least one GPU."""
+    return faiss_gpu_available()
 
 
 def _flat_index(dim: int, use_gpu: bool):
+    faiss = import_faiss()
     if use_gpu:
         return faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), dim)
     return faiss.IndexFlatL2(dim)
@@ -35,7 +37,8 @@ def _drop_self(found: np.ndarray, query_ids: np.ndarray) -> np.ndarray:
 
     NB: by index, not by rank. With exact duplicates, the query need not come first among its
     distance-0 neighbours, and a duplicate with another index is a genuine neighbour. When the
-    query is not among the k+1 found at all (more than k exact duplicates), the last one is dropped.
+    query is not among the k+1 found at all (more than k exact duplicates), the k+1 are all other
+    rows and the first k of them are the k nearest: the last one is dropped.
     """
     drop = found == query_ids[:, None]
     missing = ~drop.any(axis=1)
