@@ -9,6 +9,7 @@ same command; diva_ext.distributed joins them, and only rank 0 prints and writes
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -45,11 +46,34 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _finite(text: str) -> float:
+    """A float flag's value: NaN and +-inf are refused here, ranges by TrainConfig.validate."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _number_or_inf(text: str) -> float:
+    """Like _finite, but +inf is allowed (it means "no cutoff")."""
+    if text.strip().lower() in ("inf", "+inf", "infinity"):
+        return math.inf
+    return _finite(text)
+
+
 def _key_value(text: str):
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return key, value
+
+
+def _head_weight(text: str):
+    key, value = _key_value(text)
+    return key, _finite(value)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +87,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: Dict[str, Any] = {"default": argparse.SUPPRESS, "dest": field.name}
         target = parser if field.name in explicit else group
         if field.name == "head_weights":
-            target.add_argument(flag, nargs="+", type=_key_value, metavar="HEAD=WEIGHT",
+            target.add_argument(flag, nargs="+", type=_head_weight, metavar="HEAD=WEIGHT",
                                 help="weight of each head in the test embedding", **kwargs)
         elif origin is tuple:
             target.add_argument(flag, nargs="+", type=args[0], **kwargs)
@@ -84,6 +108,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             from diva_ext.training.presets import PRESETS
 
             target.add_argument(flag, choices=sorted(PRESETS), help="named hyperparameters (default by dataset)", **kwargs)
+        elif hint is float:
+            kind = _number_or_inf if field.name == "upper_cutoff" else _finite
+            target.add_argument(flag, type=kind, metavar="NUMBER", **kwargs)
         else:
             target.add_argument(flag, type=hint, **kwargs)
 
@@ -102,7 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE",
                        help="dataset options, e.g. num_classes=50 for synthetic")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+    train.add_argument("--dist-timeout", type=_finite, default=None, metavar="SECONDS",
                        help="under torchrun: how long a collective waits for the other processes "
                             "before the job fails (default 600)")
 
@@ -111,24 +138,18 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
     ev.add_argument("--data-root", default=None)
     ev.add_argument("--device", default=None)
-    ev.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE")
+    ev.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE",
+                    help="dataset options (default: those the model was trained with, on its dataset)")
     ev.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     ev.add_argument("--no-progress", action="store_true")
     return parser
 
 
-def _parse_option_values(pairs: Sequence) -> Dict[str, Any]:
-    values = {}
-    for key, text in pairs:
-        for cast in (int, float):
-            try:
-                values[key] = cast(text)
-                break
-            except ValueError:
-                continue
-        else:
-            values[key] = text
-    return values
+def _dataset_options(dataset: str, pairs: Sequence) -> Dict[str, Any]:
+    """--data-option NAME=VALUE pairs, each parsed as the type of the loader's option."""
+    from diva_ext.data import parse_options
+
+    return parse_options(dataset, dict(pairs))
 
 
 def _resume_state(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -153,7 +174,7 @@ def _config_from_args(args: argparse.Namespace, state: Optional[Dict[str, Any]] 
 
     given = {f.name: getattr(args, f.name) for f in config_fields() if hasattr(args, f.name)}
     if "head_weights" in given:
-        given["head_weights"] = {k: float(v) for k, v in given["head_weights"]}
+        given["head_weights"] = dict(given["head_weights"])
     if state is not None:
         values = _saved_config(state, args.out / "checkpoint.pt").to_dict()
     else:
@@ -216,7 +237,7 @@ def _train_in_world(args, config, world, state) -> int:
 
     if world.is_main:
         _check_writable(args.out)
-    options = _parse_option_values(args.data_option)
+    options = _dataset_options(config.dataset, args.data_option)
     if state is not None:  # resuming: the options trained with, unless given again (then they must agree)
         options = {**state["data"].get("options", {}), **options}
     trainer = DiVATrainer(config, args.out, progress=not args.no_progress, dataset_options=options,
@@ -244,30 +265,52 @@ def _eval(args) -> int:
     from diva_ext.data.transforms import make_transforms
     from diva_ext.evaluation import evaluate
     from diva_ext.training import checkpoint as ckpt
-    from diva_ext.training.config import TrainConfig
+    from diva_ext.training.devices import resolve_device
     from diva_ext.training.trainer import build_model, embed_dataset
 
     state = ckpt.load_checkpoint(args.checkpoint)
     ckpt.require_parts(state, args.checkpoint, {"config": dict, "model": dict})
     config = _saved_config(state, args.checkpoint)
-    if args.device:
+    if args.device is not None:
         config.device = args.device
+    device = resolve_device(config.device)
     dataset = args.dataset or config.dataset
     root = args.data_root if args.data_root is not None else (config.data_root if dataset == config.dataset else None)
-    options = _parse_option_values(args.data_option)
+    options = _dataset_options(dataset, args.data_option)
+    trained = state.get("data")
+    if dataset == config.dataset and isinstance(trained, dict) and isinstance(trained.get("options"), dict):
+        options = {**trained["options"], **options}
     if dataset == "synthetic":
         options.setdefault("seed", config.seed)
     _, test_tf = make_transforms(config.transform, config.image_size)
     test_set = data.load(dataset, root, "test", test_tf, **options)
     model = build_model(dataclasses.replace(config, weights=None))
     ckpt.load_part(model.load_state_dict, state["model"], "model weights", args.checkpoint)
-    model.to(config.device)
-    embeddings, labels = embed_dataset(model, test_set, config, config.device, not args.no_progress)
+    model.to(device)
+    embeddings, labels = embed_dataset(model, test_set, config, device, not args.no_progress)
     metrics = evaluate(embeddings, labels, recall_at=config.recall_at, progress=not args.no_progress)
     _print_table(f"{dataset} test split ({len(test_set)} images, {test_set.num_classes} classes):", {"test": metrics})
     if args.out:
         ckpt.write_json_atomic({"checkpoint": str(args.checkpoint), "dataset": dataset, **metrics}, args.out)
     return 0
+
+
+def _message(err: BaseException) -> str:
+    """One line saying what went wrong. An error re-raised from a DataLoader worker carries the
+    worker's traceback in its message; its last line is the original message (naming the file)."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) and "\n" not in err.args[0]:
+        text = f"missing key {err.args[0]!r}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "worker" in lines[0] and lines[1].startswith("Original"):
+        original = lines[-1]
+        prefix, sep, rest = original.partition(": ")
+        if sep and prefix.replace(".", "").replace("_", "").isalnum():  # "module.ErrorType: message"
+            original = rest
+        return f"{original} (in {lines[0][len('Caught '):].split(' in ', 1)[-1].rstrip('.')})"
+    return lines[0]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -278,22 +321,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("diva: interrupted; the last finished epoch is in the checkpoint (continue with --resume)",
               file=sys.stderr)
         return 130
+    except USER_ERRORS as err:
+        print(f"diva: error: {_message(err)}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         from diva_ext.distributed import is_communication_error
 
-        if not is_communication_error(err):
-            raise
-        # A peer died, hung past --dist-timeout, or the rendezvous failed: say so in one line.
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"diva: error: distributed training failed on rank {os.environ.get('RANK', 0)} "
-              f"(another process died or timed out?): {first}", file=sys.stderr)
-        return 1
-    except USER_ERRORS as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, KeyError):
-            message = f"missing key {message}"
-        print(f"diva: error: {message}", file=sys.stderr)
-        return 1
+        if is_communication_error(err):
+            # A peer died, hung past --dist-timeout, or the rendezvous failed: say so in one line.
+            print(f"diva: error: distributed training failed on rank {os.environ.get('RANK', 0)} "
+                  f"(another process died or timed out?): {_message(err)}", file=sys.stderr)
+            return 1
+        return _unexpected(err)
+    except Exception as err:  # a bug, not the user's doing: still one line, the traceback on request
+        return _unexpected(err)
+
+
+def _unexpected(err: Exception) -> int:
+    if os.environ.get("DIVA_TRACEBACK"):
+        raise err
+    print(f"diva: error: {type(err).__name__}: {_message(err)} (internal error; set DIVA_TRACEBACK=1 for "
+          "the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

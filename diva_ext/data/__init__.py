@@ -11,13 +11,13 @@ produce two augmented views per item.
 
 # Importing the loader modules registers them.
 from diva_ext.data import cars196, cub200, folder, sop, synthetic  # noqa: F401
-from diva_ext.data._registry import available, load, register
+from diva_ext.data._registry import available, load, parse_options, register
 from diva_ext.data.images import ImageFileDataset, UnreadableImageError
 from diva_ext.data.sampler import ClassBalancedBatchSampler
 from diva_ext.data.synthetic import SyntheticDataset
 from diva_ext.data.transforms import TwoViews, make_transforms
 
 __all__ = [
-    "load", "available", "register", "ImageFileDataset", "SyntheticDataset", "UnreadableImageError",
+    "load", "available", "parse_options", "register", "ImageFileDataset", "SyntheticDataset", "UnreadableImageError",
     "ClassBalancedBatchSampler", "TwoViews", "make_transforms",
 ]

@@ -1,8 +1,9 @@
 """The named dataset loaders behind diva_ext.data.load (exact names, no substring matching)."""
 
 import inspect
+import math
 import os
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 from torch.utils.data import Dataset
 
@@ -26,6 +27,52 @@ def register(name: str) -> Callable[[Loader], Loader]:
 def available() -> List[str]:
     """Names accepted by :func:`load`, sorted."""
     return sorted(_LOADERS)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _option_kinds(name: str) -> Dict[str, type]:
+    """Each keyword option of loader ``name`` -> the type of its default (bool, int, float or str)."""
+    params = inspect.signature(_LOADERS[name]).parameters.values()
+    return {p.name: type(p.default) if p.default is not inspect.Parameter.empty else str
+            for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def _parse_value(key: str, kind: type, text: str):
+    if kind is bool:
+        if text.strip().lower() in _TRUE:
+            return True
+        if text.strip().lower() in _FALSE:
+            return False
+        raise ValueError(f"data option {key}: expected true/false/1/0/yes/no, got {text!r}")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"data option {key}: expected an integer, got {text!r}") from None
+    if kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"data option {key}: expected a finite number, got {text!r}")
+        return value
+    return text
+
+
+def parse_options(name: str, texts: Mapping[str, str]) -> Dict[str, object]:
+    """Text values (``--data-option NAME=VALUE``) -> typed options of loader ``name``, each parsed
+    as its default's type: booleans from true/false/1/0/yes/no, integers, finite floats."""
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(available())}")
+    kinds = _option_kinds(name)
+    unknown = sorted(set(texts) - set(kinds))
+    if unknown:
+        raise TypeError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; "
+                        f"it accepts {', '.join(kinds) if kinds else 'none'}")
+    return {key: _parse_value(key, kinds[key], text) for key, text in texts.items()}
 
 
 def load(

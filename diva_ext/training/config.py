@@ -2,12 +2,19 @@
 field by field (every hyperparameter is a `diva train` flag)."""
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from diva_ext.models import TASKS
 
 AMP_MODES = ("off", "bf16", "fp16")
+# What --device accepts; whether that device exists is checked where it is used (training.devices).
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
+# Seeds: non-negative (numpy's seeding) and small enough that seed * 1_000_003 + rank (per-rank
+# augmentation, trainer) stays inside torch.manual_seed's 64 bits.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -75,43 +82,75 @@ class TrainConfig:
         return cls(**values)
 
     def validate(self) -> "TrainConfig":
-        """Raise ValueError naming the first setting that makes no sense."""
-        def positive(name, integer=True):
-            v = getattr(self, name)
-            if (integer and (not isinstance(v, int) or isinstance(v, bool))) or v <= 0:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive {'integer' if integer else 'number'}, got {v!r}")
+        """Raise ValueError naming the first setting that makes no sense: every number must be of
+        its type, finite (``upper_cutoff`` may be inf: no cutoff) and in its range."""
+        def flag(name):
+            return name.replace("_", "-")
+
+        def integer(name, low=1, high=None, value=None):
+            v = getattr(self, name) if value is None else value
+            if not isinstance(v, int) or isinstance(v, bool) or v < low or (high is not None and v > high):
+                what = {1: "a positive integer", 0: "an integer >= 0"}.get(low, f"an integer >= {low}")
+                if high is not None:
+                    what = f"an integer in [{low}, {high}]"
+                raise ValueError(f"{flag(name)} must be {what}, got {v!r}")
+
+        def number(name, low=0.0, strict=True, allow_inf=False, value=None):
+            v = getattr(self, name) if value is None else value
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+            ok = ok and (allow_inf or math.isfinite(v)) and (v > low if strict else v >= low)
+            if not ok:
+                bound = f"> {low:g}" if strict else f">= {low:g}"
+                raise ValueError(f"{flag(name)} must be a finite number {bound}, got {v!r}")
 
         for name in ("epochs", "batch_size", "samples_per_class", "embed_dim", "queue_batches", "eval_every"):
-            positive(name)
+            integer(name)
+        integer("workers", low=0)
+        integer("seed", low=0, high=MAX_SEED)
+        for name in ("batches_per_epoch", "image_size"):
+            if getattr(self, name) is not None:
+                integer(name)
         for name in ("lr", "beta_lr", "decorrelation_lr", "temperature", "gamma"):
-            positive(name, integer=False)
-        if self.batches_per_epoch is not None:
-            positive("batches_per_epoch")
+            number(name)
+        for name in ("weight_selfsimilarity", "weight_shared", "weight_intra", "rho", "weight_decay", "margin",
+                     "beta_init"):
+            number(name, strict=False)
+        number("momentum", strict=False)
+        if not self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        number("lower_cutoff")
+        number("upper_cutoff", allow_inf=True)
+        if self.upper_cutoff < self.lower_cutoff:
+            raise ValueError(f"upper-cutoff ({self.upper_cutoff}) must be >= lower-cutoff ({self.lower_cutoff})")
         if self.batch_size % self.samples_per_class:
-            raise ValueError(f"batch-size ({self.batch_size}) must be a multiple of samples-per-class ({self.samples_per_class})")
+            raise ValueError(f"batch-size ({self.batch_size}) must be a multiple of samples-per-class "
+                             f"({self.samples_per_class})")
         if self.batch_size // self.samples_per_class < 2:
             raise ValueError("batch-size / samples-per-class must be >= 2: mining needs two classes per batch")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not self.tasks or any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, got {', '.join(self.tasks) or 'none'}")
+            raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, "
+                             f"got {', '.join(map(str, self.tasks)) or 'none'}")
         if self.ops not in ("fused", "reference"):
             raise ValueError(f"ops must be 'fused' or 'reference', got {self.ops!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device must be cpu, cuda or cuda:INDEX, got {self.device!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.amp != "off" and not self.device.startswith("cuda"):
             # CPU autocast would run the fused ops' float32-only CPU kernels on casts: no gain.
             raise ValueError(f"amp {self.amp} needs a CUDA device (device is {self.device!r}); use --amp off on the CPU")
-        if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+        for values, what in ((self.milestones, "milestones"), (self.recall_at, "recall-at")):
+            for v in values:
+                integer(what, value=v)
+        if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing positive epochs, got {list(self.milestones)}")
-        if any(k <= 0 for k in self.recall_at):
-            raise ValueError(f"recall-at values must be positive, got {list(self.recall_at)}")
-        for name in ("weight_selfsimilarity", "weight_shared", "weight_intra", "rho", "weight_decay", "margin"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         unknown_heads = sorted(set(self.head_weights) - set(self.tasks))
         if unknown_heads:
             raise ValueError(f"head-weights name heads that are not trained: {unknown_heads}")
+        for head, w in self.head_weights.items():
+            number(f"head-weights {head}", strict=False, value=w)
+        if all(self.head_weights.get(t, 1.0) == 0 for t in self.tasks):
+            raise ValueError("head-weights are all zero; at least one head must count in the test embedding")
         return self
 
     def task_weight(self, task: str) -> float:

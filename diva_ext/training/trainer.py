@@ -38,6 +38,7 @@ from diva_ext.models import DiVAModel
 from diva_ext.training import checkpoint as ckpt
 from diva_ext.training import components, fingerprint
 from diva_ext.training.config import TrainConfig
+from diva_ext.training.devices import resolve_device
 from diva_ext.training.plots import plot_history
 
 MARGIN_TASKS = ("discriminative", "shared", "intra")
@@ -115,7 +116,7 @@ class DiVATrainer:
         self.out_dir = Path(out_dir)
         self.progress = progress and self.world.is_main
         self.log = log if self.world.is_main else (lambda line: None)
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
 
         self.dataset_options = dataset_options_of(config, dataset_options)
@@ -181,6 +182,11 @@ class DiVATrainer:
         # The losses run in float32 on the global batch (identity in a single process); they are
         # O(B^2 D), small next to the backbone.
         heads = {t: distributed.all_gather_with_grad(h.float()) for t, h in heads.items()}
+        if not bool(torch.stack([torch.isfinite(h).all() for h in heads.values()]).all()):
+            # Said here, before a miner's or loss's input check fails on them with less context.
+            bad = [t for t, h in heads.items() if not torch.isfinite(h).all()]
+            raise FloatingPointError(f"training diverged: the {', '.join(bad)} embeddings are not finite "
+                                     f"(epoch {self.epoch + 1}); try a lower --lr")
         labels = distributed.all_gather(labels.to(self.device))
         losses: Dict[str, torch.Tensor] = {}
         for task, criterion in self.criteria.items():
