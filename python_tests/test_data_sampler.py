@@ -99,8 +99,9 @@ def test_default_length_and_dataloader():
     "args, kwargs, error, match",
     [
         ((LABELS, 7, 2), {}, ValueError, r"batch_size \(7\) must be a multiple of samples_per_class \(2\)"),
-        ((LABELS, 20, 2), {}, ValueError, "10 classes per batch, but labels has only 9 classes"),
-        ((LABELS, 10, 2), {"num_replicas": 2}, ValueError, "5 classes per batch x 2 replicas, but labels has only 9"),
+        # Fewer classes than a batch needs are drawn with replacement (test_small_datasets.py); one is too few.
+        ((np.full(9, 3), 20, 2), {}, ValueError, "10 classes per batch, but labels has only 1 class"),
+        ((np.full(9, 3), 2, 2), {"num_replicas": 2}, ValueError, "1 classes per batch x 2 replicas, but labels has only 1"),
         ((LABELS, 6, 2), {"num_replicas": 2, "rank": 2}, ValueError, "rank must be in"),
         ((LABELS, 0, 2), {}, ValueError, "batch_size must be a positive int"),
         ((LABELS, 6, 0), {}, ValueError, "samples_per_class must be a positive int"),

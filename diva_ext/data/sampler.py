@@ -1,6 +1,8 @@
-"""Class-balanced batches: every batch holds ``batch_size / samples_per_class`` distinct classes
-with ``samples_per_class`` images each, as margin losses and their miners need."""
+"""Class-balanced batches: every batch holds ``batch_size / samples_per_class`` classes (distinct
+while the labels have enough) with ``samples_per_class`` images each, as margin losses and their
+miners need."""
 
+import warnings
 from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -17,6 +19,13 @@ class ClassBalancedBatchSampler(Sampler[List[int]]):
     ``samples_per_class`` times; with augmentation the copies still differ). Batches list each
     class's indices together.
 
+    Fewer classes than a batch needs (a small dataset): classes are drawn with replacement, as in
+    DiVA's reference sampler, with a warning; the batch keeps its size. The slots are filled
+    from random permutations of all classes laid end to end, so each class fills
+    floor(k / C) or ceil(k / C) of the k slots, and a class in several slots gets that many
+    times ``samples_per_class`` images (distinct while it has enough). Needs at least 2 classes
+    when a batch has 2 or more slots.
+
     Randomness: ``generator`` may be an int seed (epoch ``e`` uses the seed and ``e``, so runs are
     reproducible and each epoch differs; ``set_epoch`` sets the next epoch, e.g. when resuming), a
     ``torch.Generator`` (one draw from it seeds each epoch), or ``None`` (one draw from torch's
@@ -24,7 +33,8 @@ class ClassBalancedBatchSampler(Sampler[List[int]]):
 
     Distributed: with ``num_replicas`` > 1 every replica draws the same global batches of
     ``num_replicas * classes per batch`` distinct classes (give all replicas the same seed) and
-    ``rank`` takes its own slice of classes, so replicas never share a class within a step.
+    ``rank`` takes its own slice of classes, so replicas never share a class within a step
+    (unless classes are drawn with replacement, above).
 
     Args:
         labels: [N] int class of every item (tensor, array or sequence), e.g. ``dataset.labels``.
@@ -62,12 +72,15 @@ class ClassBalancedBatchSampler(Sampler[List[int]]):
             raise TypeError(f"generator must be an int seed, a torch.Generator or None, got {type(generator).__name__}")
         classes, inverse = np.unique(labels, return_inverse=True)
         self.classes_per_batch = batch_size // samples_per_class
-        if self.classes_per_batch * num_replicas > classes.size:
-            raise ValueError(
-                f"batch_size {batch_size} / samples_per_class {samples_per_class} = {self.classes_per_batch} "
-                f"classes per batch{f' x {num_replicas} replicas' if num_replicas > 1 else ''}, "
-                f"but labels has only {classes.size} classes"
-            )
+        slots = self.classes_per_batch * num_replicas
+        needed = (f"batch_size {batch_size} / samples_per_class {samples_per_class} = {self.classes_per_batch} "
+                  f"classes per batch{f' x {num_replicas} replicas' if num_replicas > 1 else ''}")
+        if slots > 1 and classes.size < 2:
+            raise ValueError(f"{needed}, but labels has only 1 class: batches need at least 2 classes")
+        self.with_replacement = slots > classes.size
+        if self.with_replacement:
+            warnings.warn(f"{needed}, but labels has only {classes.size} classes: classes are drawn with "
+                          "replacement, so a class can fill several slots of a batch", stacklevel=2)
         order = np.argsort(inverse, kind="stable")
         self._members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
         self.batch_size, self.samples_per_class = batch_size, samples_per_class
@@ -97,14 +110,35 @@ class ClassBalancedBatchSampler(Sampler[List[int]]):
         rng = self._epoch_rng()
         self.epoch += 1
         mine = slice(self.rank * self.classes_per_batch, (self.rank + 1) * self.classes_per_batch)
+        slots = self.classes_per_batch * self.num_replicas
         for _ in range(self.num_batches):
             # Every replica draws the global batch (same stream) and keeps its own classes.
-            chosen = rng.choice(len(self._members), self.classes_per_batch * self.num_replicas, replace=False)
+            if self.with_replacement:
+                yield self._batch_with_repeats(rng, slots, mine)
+                continue
+            chosen = rng.choice(len(self._members), slots, replace=False)
             picks = [self._pick(self._members[c], rng) for c in chosen]
             yield np.concatenate(picks[mine]).tolist()
 
-    def _pick(self, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _batch_with_repeats(self, rng: np.random.Generator, slots: int, mine: slice) -> List[int]:
+        classes = len(self._members)
+        laps = -(-slots // classes)
+        chosen = np.concatenate([rng.permutation(classes) for _ in range(laps)])[:slots]
         k = self.samples_per_class
+        picks: List[np.ndarray] = [np.empty(0, dtype=np.int64)] * slots
+        for c in np.unique(chosen):  # a class in m slots: m * k images drawn together, split by slot
+            where = np.flatnonzero(chosen == c)
+            images = self._pick(self._members[c], rng, k * where.size)
+            for j, slot in enumerate(where):
+                picks[slot] = images[j * k:(j + 1) * k]
+        order = np.arange(slots)[mine]
+        # This replica's slots, a class's slots next to each other (its indices come together).
+        first = {c: i for i, c in reversed(list(enumerate(chosen[order])))}
+        order = sorted(order, key=lambda slot: first[chosen[slot]])
+        return np.concatenate([picks[slot] for slot in order]).tolist()
+
+    def _pick(self, members: np.ndarray, rng: np.random.Generator, k: Optional[int] = None) -> np.ndarray:
+        k = self.samples_per_class if k is None else k
         if members.size >= k:
             return rng.choice(members, k, replace=False)
         return np.concatenate([members, rng.choice(members, k - members.size, replace=True)])
