@@ -117,3 +117,13 @@ def test_differences_are_listed_at_most_three():
     found = fingerprint.data_differences(saved, now)
     assert len(found) == 4 and fingerprint.describe(found).endswith("; and 1 more")
     assert fingerprint.data_differences(saved, saved) == []
+
+
+def test_eval_defaults_to_the_trained_data_options(synthetic_run, capsys):
+    result = run_cli(capsys, "eval", "--checkpoint", synthetic_run / "best.pt", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "synthetic test split (30 images, 6 classes)" in result.stdout
+    result = run_cli(capsys, "eval", "--checkpoint", synthetic_run / "best.pt", "--no-progress",
+                     "--data-option", "num_classes=4")
+    assert result.returncode == 0, result.stderr
+    assert "synthetic test split (20 images, 4 classes)" in result.stdout
