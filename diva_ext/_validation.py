@@ -11,7 +11,7 @@ all of a call's into one device-to-host copy, so a CUDA call synchronises once.
 
 import math
 import numbers
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Iterable, Optional, Tuple
 
 import torch
 

@@ -5,9 +5,8 @@ The regressor learns to make them correlated; a gradient-reversal layer between 
 the regressor makes the heads learn the opposite, i.e. to decorrelate.
 """
 
-from typing import Dict, Mapping, Sequence, Tuple, Union
-
 import numbers
+from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -77,7 +76,8 @@ class AdversarialSeparation(nn.Module):
             raise ValueError(f"weights: expected one per pair ({len(self.pairs)}) or a single value, got {len(weights)}")
         self.weights = weights
         self.regressors = nn.ModuleDict({
-            self.key(s, t): nn.Sequential(nn.Linear(self.dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.dim))
+            self.key(s, t): nn.Sequential(nn.Linear(self.dim, self.hidden), nn.ReLU(),
+                                          nn.Linear(self.hidden, self.dim))
             for s, t in self.pairs
         })
 
