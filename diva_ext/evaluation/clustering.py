@@ -16,6 +16,7 @@ from diva_ext.evaluation._inputs import ArrayLike, check_flag, check_int, embedd
 from diva_ext.evaluation._progress import tqdm_disable
 from diva_ext.evaluation.backend import import_faiss, resolve_backend
 from diva_ext.evaluation.kmeans import kmeans_plus_plus, lloyd
+from diva_ext.evaluation.knn_torch import full_float32_matmul
 
 SEED_LIMIT = 2**31  # faiss's seed is a C int
 
@@ -62,9 +63,10 @@ def cluster(
 ) -> np.ndarray:
     """kmeans_assignments() on checked arguments: x a rescaled float32 tensor, backend resolved."""
     generator = torch.Generator().manual_seed(seed)
-    centres = x[kmeans_plus_plus(x, k, generator, progress=progress).to(x.device)]
-    if backend == "torch":
-        return lloyd(x, centres, niter, progress=progress).cpu().numpy()
+    with full_float32_matmul():
+        centres = x[kmeans_plus_plus(x, k, generator, progress=progress).to(x.device)]
+        if backend == "torch":
+            return lloyd(x, centres, niter, progress=progress).cpu().numpy()
     return _faiss_lloyd(x.cpu().numpy(), centres.cpu().numpy(), niter, seed, use_gpu, progress)
 
 

@@ -42,7 +42,7 @@ def kmeans_plus_plus(
     k: int,
     generator: torch.Generator,
     *,
-    max_block: Optional[int] = None,
+    block_size: Optional[int] = None,
     progress: Optional[bool] = None,
 ) -> torch.Tensor:
     """Indices of k k-means++ centres among x's rows, drawn with ``generator`` (a CPU generator).
@@ -52,9 +52,9 @@ def kmeans_plus_plus(
         k: number of centres.
         generator: CPU torch.Generator; the same seed and data give the same centres on any device
             (up to the rounding of D^2 in the device's GEMM).
-        max_block: most centres drawn per D^2 refresh (default: an [N, block] float32 block of
-            at most BLOCK_BYTES); 1 is the textbook algorithm, which any block size reproduces in
-            distribution.
+        block_size: centres drawn per D^2 refresh. Default: 1 at first, then a quarter of the
+            centres drawn so far, at most an [N, block] float32 block of BLOCK_BYTES. 1 is the
+            textbook algorithm, which every block size reproduces in distribution.
         progress: tqdm bar over the centres drawn.
 
     Returns:
@@ -62,7 +62,7 @@ def kmeans_plus_plus(
         row coincides with a centre already, the rest are drawn uniformly among the unused rows).
     """
     n = x.shape[0]
-    cap = max_block or max(1, BLOCK_BYTES // (4 * n))
+    cap = max(1, BLOCK_BYTES // (4 * n))
     norms = squared_norms(x)
     chosen = torch.empty(k, dtype=torch.int64)
     chosen[0] = torch.randint(n, (1,), generator=generator)
@@ -73,7 +73,7 @@ def kmeans_plus_plus(
     while count < k:
         # Start with single draws; grow the block with the number of centres, since each new
         # centre then changes D^2 (and so the acceptance rate) less.
-        block = min(k - count, cap, max(1, count // 4))
+        block = min(k - count, block_size or min(cap, max(1, count // 4)))
         weights = d2.double().cpu()
         cdf = weights.cumsum(0)
         total = float(cdf[-1])

@@ -7,6 +7,7 @@ torch.topk's k smallest. That block is the only memory that grows with N per que
 comes from a memory budget; everything runs on the embeddings' device.
 """
 
+import contextlib
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -23,6 +24,18 @@ _BYTES_PER_ENTRY = 16
 def default_chunk_size(n: int, budget: int = BLOCK_BYTES) -> int:
     """Queries per chunk so that a [chunk, n] score block stays within ``budget`` bytes."""
     return max(1, min(n, budget // (_BYTES_PER_ENTRY * n)))
+
+
+@contextlib.contextmanager
+def full_float32_matmul():
+    """float32 GEMMs at full precision inside, whatever the caller chose for training: TF32 (10
+    mantissa bits) would perturb distances by ~1e-3 relative and reorder near neighbours."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def squared_norms(x: torch.Tensor, rows: int = 1 << 16) -> torch.Tensor:
@@ -60,7 +73,8 @@ def iter_neighbours(
     bar = tqdm(starts, desc="kNN search", unit="chunk", leave=False, disable=tqdm_disable(progress, len(starts)))
     for start in bar:
         queries = x[start : start + chunk_size]
-        scores = torch.addmm(norms.unsqueeze(0), queries, x.t(), alpha=-2.0)
+        with full_float32_matmul():
+            scores = torch.addmm(norms.unsqueeze(0), queries, x.t(), alpha=-2.0)
         # Entry (i, start + i) is query i against itself.
         scores.diagonal(offset=start).fill_(float("inf"))
         yield start, scores.topk(k, dim=1, largest=False, sorted=True).indices
