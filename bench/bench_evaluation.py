@@ -1,0 +1,191 @@
+"""Benchmark evaluation: the torch backend (ours) vs faiss, recall@k + MAP@R and NMI, with the
+floor (the GEMMs the stage cannot avoid) timed beside.
+
+    python bench/bench_evaluation.py [--device cuda] [--smoke] [--sizes 60502] [--rounds 3]
+
+Data like SOP's test split: N unit-norm D = 512 float32 rows, N / 5.35 classes (SOP: 60502 rows,
+11316 classes), each row its class's random unit centre plus isotropic noise, renormalised, so
+that recall and NMI are neither 0 nor 1. Stages:
+- ``recall+map@r``: evaluate(nmi=False) with recall_at (1, 10, 100, 1000), SOP's protocol
+  (k = 1000 neighbours per query, capped at N - 1). Floor: the N x N x D GEMM, in the same chunks.
+- ``nmi``: kmeans_assignments with k = number of classes, 20 Lloyd iterations, then NMI. Floor:
+  the 21 N x k x D assignment GEMMs (20 iterations and the final assignment).
+
+Timing: each round times every method once (interleaved, so that load drift on a shared machine
+shifts them alike); the figure is the median over rounds, and the peak memory is measured in the
+same calls (common.peak_memory_bytes). One untimed warm-up per method at the smallest size. The
+metrics each backend returned are stored beside its times (they should agree).
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import plotting  # noqa: E402
+
+import diva_ext  # noqa: E402,F401
+from diva_ext.evaluation import evaluate, faiss_available, kmeans_assignments, nmi_score  # noqa: E402
+from diva_ext.evaluation.knn_torch import default_chunk_size, full_float32_matmul  # noqa: E402
+
+SOP_ROWS, SOP_CLASSES = 60502, 11316
+RECALL_AT = (1, 10, 100, 1000)
+KMEANS_ITERS = 20
+
+
+def sop_like(n, dim, device, seed=0):
+    """Unit rows around random unit class centres, N / 5.35 classes (SOP's rows per class)."""
+    g = torch.Generator().manual_seed(seed)
+    classes = max(2, round(n * SOP_CLASSES / SOP_ROWS))
+    labels = torch.randint(0, classes, (n,), generator=g)
+    centres = F.normalize(torch.randn(classes, dim, generator=g), dim=1)
+    x = F.normalize(centres[labels] + 0.05 * torch.randn(n, dim, generator=g), dim=1)
+    return x.to(device), labels.to(device), int(labels.unique().numel())
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def knn_floor(x):
+    """The N x N x D GEMM of the kNN, in the torch backend's chunks."""
+    chunk = default_chunk_size(x.shape[0])
+    with full_float32_matmul():
+        for start in range(0, x.shape[0], chunk):
+            x[start : start + chunk] @ x.t()
+
+
+def kmeans_floor(x, k):
+    """KMEANS_ITERS + 1 assignment GEMMs N x k x D against k fixed rows."""
+    centroids = x[:k]
+    rows = max(1, (256 << 20) // (8 * k))
+    with full_float32_matmul():
+        for _ in range(KMEANS_ITERS + 1):
+            for start in range(0, x.shape[0], rows):
+                x[start : start + rows] @ centroids.t()
+
+
+def stage_fns(mode, x, labels, classes, recall_at):
+    """{method: fn returning the metrics dict (or None for the floor)} for one stage."""
+    backends = {"ours": "torch", "faiss": "faiss"}
+    if mode == "recall+map@r":
+        fns = {"floor": lambda: knn_floor(x)}
+        for name, backend in backends.items():
+            fns[name] = lambda backend=backend: evaluate(x, labels, recall_at, nmi=False, backend=backend, progress=False)
+        return fns
+    labels_cpu = labels.cpu().numpy()
+
+    def nmi(backend):
+        clusters = kmeans_assignments(x, classes, niter=KMEANS_ITERS, backend=backend, progress=False)
+        return {"nmi": nmi_score(labels_cpu, clusters)}
+
+    fns = {"floor": lambda: kmeans_floor(x, classes)}
+    fns.update({name: lambda backend=backend: nmi(backend) for name, backend in backends.items()})
+    return fns
+
+
+def measure_interleaved(fns, device, rounds):
+    """{name: result}: per-round time and peak memory of one call each, methods interleaved."""
+    times = {name: [] for name in fns}
+    peaks, metrics, results = {name: [] for name in fns}, {}, {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if name in results:  # failed or skipped earlier
+                continue
+            out = {}
+
+            def call():
+                sync(device)
+                start = time.perf_counter()
+                out["metrics"] = fn()
+                sync(device)
+                out["seconds"] = time.perf_counter() - start
+
+            try:
+                peaks[name].append(common.peak_memory_bytes(call, device))
+            except (RuntimeError, ValueError, torch.OutOfMemoryError) as err:
+                results[name] = common._error(err, device)
+                continue
+            times[name].append(out["seconds"])
+            if out["metrics"] is not None:
+                metrics[name] = out["metrics"]
+    for name in fns:
+        if name in results:
+            continue
+        spread = statistics.quantiles(times[name], n=4) if len(times[name]) > 1 else [times[name][0]] * 3
+        results[name] = {"median_s": statistics.median(times[name]), "iqr_s": spread[2] - spread[0],
+                         "runs": len(times[name]), "round_medians_s": times[name], "peak_bytes": max(peaks[name])}
+        if name in metrics:
+            results[name]["metrics"] = metrics[name]
+    return {name: results[name] for name in fns}
+
+
+def main():
+    p = common.parser(__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help=f"N values (default: CPU 2048 4096 8192; CUDA 8192 16384 {SOP_ROWS}, SOP's size)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one call per method each)")
+    p.add_argument("--modes", nargs="+", default=["recall+map@r", "nmi"], choices=["recall+map@r", "nmi"])
+    args = p.parse_args()
+    device = torch.device(args.device)
+    dim = 32 if args.smoke else 512
+    if args.smoke:
+        sizes, rounds = [300], 1
+    else:
+        sizes = args.sizes or ([8192, 16384, SOP_ROWS] if device.type == "cuda" else [2048, 4096, 8192])
+        rounds = args.rounds
+    if not faiss_available():
+        print("faiss not installed: only the torch backend and the floor are timed", file=sys.stderr)
+    rows, records = [], []
+    warm = set()
+    for n in sorted(sizes):
+        x, labels, classes = sop_like(n, dim, device)
+        recall_at = tuple(k for k in RECALL_AT if k < n) or (1,)
+        for mode in args.modes:
+            fns = stage_fns(mode, x, labels, classes, recall_at)
+            if not faiss_available():
+                fns["faiss"] = None
+            for name, fn in fns.items():
+                if fn is not None and (mode, name) not in warm:
+                    small_x, small_labels, small_classes = sop_like(256, dim, device, seed=1)
+                    try:
+                        stage_fns(mode, small_x, small_labels, small_classes, (1, 10))[name]()
+                    except (RuntimeError, ValueError):
+                        pass  # measured (and reported) below
+                    warm.add((mode, name))
+            live = {name: fn for name, fn in fns.items() if fn is not None}
+            results = measure_interleaved(live, device, rounds)
+            if fns.get("faiss") is None:
+                results["faiss"] = {"error": "skipped: faiss not installed"}
+            records.append({"B": n, "N": n, "mode": mode, "results": results})
+            row = {"N": n, "classes": classes, "mode": mode, **common.time_columns(results),
+                   "ours MiB": common.fmt_mib(results["ours"]), "faiss MiB": common.fmt_mib(results["faiss"]),
+                   "faiss/ours": common.ratio(results["ours"], results["faiss"]),
+                   "ours/floor": common.ratio(results["floor"], results["ours"])}
+            for name in ("ours", "faiss"):
+                for key, value in results[name].get("metrics", {}).items():
+                    row[f"{name} {key}"] = f"{value:.4f}"
+            rows.append(row)
+            print(f"N={n} {mode}: done", file=sys.stderr)
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    common.print_table(rows, columns)
+    out = args.out or common.default_out("evaluation" + ("-smoke" if args.smoke else ""), device)
+    payload = {
+        "benchmark": "evaluation",
+        "machine": common.machine_info(device),
+        "settings": {"D": dim, "rows_per_class": round(SOP_ROWS / SOP_CLASSES, 2), "recall_at": list(RECALL_AT),
+                     "kmeans_iters": KMEANS_ITERS, "rounds": rounds, "faiss": faiss_available()},
+        "cases": records,
+    }
+    common.write_results(out, payload)
+    plotting.plot_cases(payload, out.with_suffix(".png"), x_key="B", group_keys=("mode",))
+
+
+if __name__ == "__main__":
+    main()
