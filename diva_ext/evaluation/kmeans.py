@@ -97,8 +97,8 @@ def _draw_block(x, weights, cdf, total, block, generator) -> torch.Tensor:
     """Up to ``block`` centres (at least one) from the D^2 distribution, D^2 stale by this block.
 
     Candidates are i.i.d. from the stale weights (inverse CDF); the accept test of each uses its
-    exact squared distances to the block's centres accepted before it (direct differences: a
-    duplicate of an accepted centre is at exactly 0 and is always rejected).
+    squared distances to the block's centres accepted before it, computed like D^2 itself (so a
+    repeat or a duplicate of an accepted centre is at exactly 0 and is always rejected).
     """
     proposals = 2 * block + 8
     uniforms = torch.rand(proposals, 2, dtype=torch.float64, generator=generator)
@@ -106,7 +106,7 @@ def _draw_block(x, weights, cdf, total, block, generator) -> torch.Tensor:
     last = int(weights.nonzero()[-1, 0])
     candidates = torch.searchsorted(cdf, uniforms[:, 0] * total, right=True).clamp_(max=last)
     rows = x[candidates.to(x.device)]
-    between = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").double().pow(2).cpu().numpy()
+    between = _squared_distances(rows, squared_norms(rows), rows).double().cpu().numpy()
     stale = weights[candidates].numpy()
     current = stale.copy()
     accept_u = uniforms[:, 1].numpy()
