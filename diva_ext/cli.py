@@ -76,6 +76,9 @@ def _head_weight(text: str):
     return key, _finite(value)
 
 
+_EVAL_BACKEND_HELP = "kNN and k-means of the evaluation: auto (faiss when it imports), torch or faiss"
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from diva_ext.training.config import config_fields
 
@@ -97,6 +100,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             from diva_ext.training.config import AMP_MODES
 
             target.add_argument(flag, choices=AMP_MODES, help="mixed precision (CUDA only; default off)", **kwargs)
+        elif field.name == "eval_backend":
+            from diva_ext.training.config import EVAL_BACKENDS
+
+            target.add_argument(flag, choices=EVAL_BACKENDS, help=_EVAL_BACKEND_HELP, **kwargs)
         elif field.name == "frozen_bn":
             target.add_argument(flag, type=_boolean, metavar="{true,false}",
                                 help="freeze BatchNorm statistics (default: for resnet50 only)", **kwargs)
@@ -141,6 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-option", nargs="+", type=_key_value, default=[], metavar="NAME=VALUE",
                     help="dataset options (default: those the model was trained with, on its dataset)")
     ev.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
+    ev.add_argument("--eval-backend", choices=("auto", "torch", "faiss"), default=None, help=_EVAL_BACKEND_HELP)
     ev.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -273,6 +281,8 @@ def _eval(args) -> int:
     config = _saved_config(state, args.checkpoint)
     if args.device is not None:
         config.device = args.device
+    if args.eval_backend is not None:
+        config.eval_backend = args.eval_backend
     device = resolve_device(config.device)
     dataset = args.dataset or config.dataset
     root = args.data_root if args.data_root is not None else (config.data_root if dataset == config.dataset else None)
@@ -288,7 +298,8 @@ def _eval(args) -> int:
     ckpt.load_part(model.load_state_dict, state["model"], "model weights", args.checkpoint)
     model.to(device)
     embeddings, labels = embed_dataset(model, test_set, config, device, not args.no_progress)
-    metrics = evaluate(embeddings, labels, recall_at=config.recall_at, progress=not args.no_progress)
+    metrics = evaluate(embeddings, labels, recall_at=config.recall_at, backend=config.eval_backend,
+                       progress=not args.no_progress)
     _print_table(f"{dataset} test split ({len(test_set)} images, {test_set.num_classes} classes):", {"test": metrics})
     if args.out:
         ckpt.write_json_atomic({"checkpoint": str(args.checkpoint), "dataset": dataset, **metrics}, args.out)

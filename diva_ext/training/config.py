@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from diva_ext.evaluation.backend import BACKENDS as EVAL_BACKENDS
 from diva_ext.models import TASKS
 
 AMP_MODES = ("off", "bf16", "fp16")
@@ -63,6 +64,7 @@ class TrainConfig:
     ops: str = "fused"                # "fused" (diva_ext ops) or "reference" (pure PyTorch)
     amp: str = "off"                  # mixed precision on CUDA: "off", "bf16" or "fp16"
     eval_every: int = 1
+    eval_backend: str = "auto"        # evaluation kNN/k-means: "auto" (faiss if importable), "torch", "faiss"
     recall_at: Tuple[int, ...] = (1, 2, 4, 8)
     preset: Optional[str] = None
 
@@ -136,6 +138,8 @@ class TrainConfig:
             raise ValueError(f"device must be cpu, cuda or cuda:INDEX, got {self.device!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.eval_backend not in EVAL_BACKENDS:
+            raise ValueError(f"eval-backend must be one of {', '.join(EVAL_BACKENDS)}, got {self.eval_backend!r}")
         if self.amp != "off" and not self.device.startswith("cuda"):
             # CPU autocast would run the fused ops' float32-only CPU kernels on casts: no gain.
             raise ValueError(f"amp {self.amp} needs a CUDA device (device is {self.device!r}); use --amp off on the CPU")

@@ -269,7 +269,8 @@ class DiVATrainer:
         embeddings, labels = distributed.all_gather_rows(embeddings), distributed.all_gather_rows(labels)
         metrics = None
         if self.world.is_main:
-            metrics = evaluate(embeddings, labels, recall_at=self.config.recall_at, progress=False)
+            metrics = evaluate(embeddings, labels, recall_at=self.config.recall_at, backend=self.config.eval_backend,
+                               progress=False)
         return distributed.broadcast_object(metrics)
 
     def fit(self) -> Dict[str, Any]:
