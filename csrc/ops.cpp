@@ -23,8 +23,8 @@ TORCH_LIBRARY(diva_ext, m) {
   m.def(
       "info_nce(Tensor q, Tensor k, Tensor queue, float temperature, str weighting, "
       "float lower_cutoff, float upper_cutoff) -> (Tensor, Tensor)");
-  // info_nce plus what its backward needs: (loss, lse, stats, o). stats: [B, 5] = lse, loss and
-  // DaNCE's row constants (math/info_nce.h), in float32 (float64 for float64 inputs); o: [B, D]
+  // info_nce plus what its backward needs: (loss, lse, stats, o). stats: [B, 6] = lse, loss,
+  // DaNCE's row constants and lse's rounding error (math/info_nce.h), in float32 (float64 for float64 inputs); o: [B, D]
   // of that dtype, O_i = sum_j c_ij p_ij queue_j, when save_o (else empty). diva_ext.ops.info_nce calls
   // this one when gradients are needed.
   m.def(

@@ -392,8 +392,12 @@ def test_non_finite_inputs_name_the_argument(name, value, weighting):
 
 
 def test_overflowing_logits_raise():
-    args, kw = _bad()
-    args["q"] = args["q"] * 1e30  # finite, but the logits are not
+    # Finite inputs whose logits |s| / T ~ 1e39 exceed float32. (Logits of ~1e31 are finite: they
+    # used to come out non-finite only because the forward compared a rounded logit with an
+    # unrounded one, an error of ~ulp(1e31) = 1e24 in an exponent; math/info_nce.h's
+    # nce_logit_offset.)
+    args, kw = _bad(temperature=1e-9)
+    args["q"] = args["q"] * 1e30
     with pytest.raises(RuntimeError, match=r"logits overflowed .* L2-normalised"):
         ops.info_nce(**args, **kw)
 

@@ -78,19 +78,42 @@ DIVA_ALWAYS_INLINE T weight(T s, const DanceParams<T>& p, const DanceRow<T>& row
   return math::dance_weight<VecMath>(s, row, p);
 }
 
-// Sweep 1 of a DaNCE row: x_j = c_j s_j / T into s and c_j into scratch. (Without weights,
-// max_j s_j / T needs no sweep of its own: scaling by 1/T > 0 preserves the order exactly.)
+// max_j c_j t_j (a reference point for the online sum; it need not be the exact maximum).
+template <typename T>
+DIVA_ALWAYS_INLINE T max_of_products(const T* __restrict__ c, const T* __restrict__ t, int64_t n) {
+  typedef T vec __attribute__((vector_size(32)));
+  constexpr int V = 32 / static_cast<int>(sizeof(T));
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  vec a;
+  for (int u = 0; u < V; ++u) a[u] = kNegInf;
+  int64_t j = 0;
+  for (; j + V <= n; j += V) {
+    vec cv, tv;
+    __builtin_memcpy(&cv, c + j, sizeof(vec));
+    __builtin_memcpy(&tv, t + j, sizeof(vec));
+    const vec x = cv * tv;
+    a = x > a ? x : a;
+  }
+  T m = kNegInf;
+  for (int u = 0; u < V; ++u) m = a[u] > m ? a[u] : m;
+  for (; j < n; ++j) m = c[j] * t[j] > m ? c[j] * t[j] : m;
+  return m;
+}
+
+// Sweep 1 of a DaNCE row: t_j = s_j / T (as s_j * inv_t) into s and c_j into scratch; the logit
+// is x_j = c_j t_j. (Without weights, x_j = t_j and max_j t_j = (max_j s_j) * inv_t: scaling by
+// 1/T > 0 preserves the order exactly, so that row needs no sweep of its own.)
 template <typename T>
 DIVA_ALWAYS_INLINE void dance_logits_sweep(T* __restrict__ s, T* __restrict__ scratch, int64_t n,
                                            T inv_t, const DanceParams<T>& p, const DanceRow<T>& row) {
   for (int64_t j = 0; j < n; ++j) {
-    const T c = weight(s[j], p, row);
-    scratch[j] = c;
-    s[j] = c * (s[j] * inv_t);
+    scratch[j] = weight(s[j], p, row);
+    s[j] = s[j] * inv_t;
   }
 }
 
-// Sweep 2: sum_j e^(x_j - m) with x_j = scale * s_j; with kWantP, s_j <- c_j e^(x_j - m).
+// Sweep 2: sum_j e^(x_j - m) with t_j = s_j * scale, x_j = c_j t_j and x_j - m by
+// math::nce_logit_offset (c = 1 without weights); with kWantP, s_j <- c_j e^(x_j - m).
 template <typename T, bool kDance, bool kWantP>
 DIVA_ALWAYS_INLINE T exp_sweep(T* __restrict__ s, const T* __restrict__ scratch, int64_t n,
                                T scale, T m) {
@@ -99,16 +122,18 @@ DIVA_ALWAYS_INLINE T exp_sweep(T* __restrict__ s, const T* __restrict__ scratch,
   int64_t j = 0;
   for (; j + W <= n; j += W) {
     for (int u = 0; u < W; ++u) {
-      const T e = vexp(s[j + u] * scale - m);
+      const T c = kDance ? scratch[j + u] : T(1);
+      const T e = vexp(math::nce_logit_offset(c, s[j + u] * scale, m));
       acc[u] += e;
-      if constexpr (kWantP) s[j + u] = kDance ? scratch[j + u] * e : e;
+      if constexpr (kWantP) s[j + u] = kDance ? c * e : e;
     }
   }
   T sum = lane_sum(acc);
   for (; j < n; ++j) {
-    const T e = vexp(s[j] * scale - m);
+    const T c = kDance ? scratch[j] : T(1);
+    const T e = vexp(math::nce_logit_offset(c, s[j] * scale, m));
     sum += e;
-    if constexpr (kWantP) s[j] = kDance ? scratch[j] * e : e;
+    if constexpr (kWantP) s[j] = kDance ? c * e : e;
   }
   return sum;
 }
@@ -116,13 +141,16 @@ DIVA_ALWAYS_INLINE T exp_sweep(T* __restrict__ s, const T* __restrict__ scratch,
 template <typename T, bool kDance>
 DIVA_ALWAYS_INLINE T logits_row_impl(T* s, T* scratch, int64_t n, T inv_t, const DanceParams<T>& p,
                                      const DanceRow<T>& row, T& m, T& l, bool want_p) {
-  // x_j = scale * s_j: the logits themselves (scale 1) after the DaNCE sweep, else s_j / T.
+  // t_j = scale * s_j: s holds t after the DaNCE sweep (scale 1), else s_j / T = s_j * inv_t.
   T scale = inv_t;
+  T tile_max;
   if constexpr (kDance) {
     dance_logits_sweep(s, scratch, n, inv_t, p, row);
     scale = T(1);
+    tile_max = max_of_products(scratch, s, n);
+  } else {
+    tile_max = max_of(s, n) * inv_t;
   }
-  const T tile_max = max_of(s, n) * scale;
   const T m_new = tile_max > m ? tile_max : m;
   // NB: m = -inf before the first tile: e^(-inf) = 0 (vexp flushes), and the old l is 0 anyway.
   const T rescale = m == m_new ? T(1) : vexp(m - m_new);
@@ -175,14 +203,14 @@ DIVA_ALWAYS_INLINE void weight_stats_row_impl(const T* __restrict__ s, T* __rest
 }
 
 template <typename T, bool kDance>
-DIVA_ALWAYS_INLINE void grad_row_impl(T* __restrict__ s, int64_t n, T inv_t, T lse, T factor,
-                                      const DanceParams<T>& p, const DanceRow<T>& row) {
+DIVA_ALWAYS_INLINE void grad_row_impl(T* __restrict__ s, int64_t n, T inv_t, T lse, T lse_lo,
+                                      T factor, const DanceParams<T>& p, const DanceRow<T>& row) {
   for (int64_t j = 0; j < n; ++j) {
     if constexpr (kDance) {
       const T c = weight(s[j], p, row);
-      s[j] = factor * c * vexp(c * (s[j] * inv_t) - lse);
+      s[j] = factor * c * math::softmax_weight<VecMath>(c, s[j] * inv_t, lse, lse_lo);
     } else {
-      s[j] = factor * vexp(s[j] * inv_t - lse);
+      s[j] = factor * math::softmax_weight<VecMath>(T(1), s[j] * inv_t, lse, lse_lo);
     }
   }
 }
@@ -239,20 +267,22 @@ DIVA_INFO_NCE_CLONES void weight_stats_row(const double* s, double* scratch, int
   weight_stats_row_impl(s, scratch, n, p, st);
 }
 
-DIVA_INFO_NCE_CLONES void grad_row(float* s, int64_t n, float inv_t, float lse, float factor, bool dance,
-                              const DanceParams<float>& p, const DanceRow<float>& row) {
+DIVA_INFO_NCE_CLONES void grad_row(float* s, int64_t n, float inv_t, float lse, float lse_lo,
+                                   float factor, bool dance, const DanceParams<float>& p,
+                                   const DanceRow<float>& row) {
   if (dance) {
-    grad_row_impl<float, true>(s, n, inv_t, lse, factor, p, row);
+    grad_row_impl<float, true>(s, n, inv_t, lse, lse_lo, factor, p, row);
   } else {
-    grad_row_impl<float, false>(s, n, inv_t, lse, factor, p, row);
+    grad_row_impl<float, false>(s, n, inv_t, lse, lse_lo, factor, p, row);
   }
 }
-DIVA_INFO_NCE_CLONES void grad_row(double* s, int64_t n, double inv_t, double lse, double factor,
-                              bool dance, const DanceParams<double>& p, const DanceRow<double>& row) {
+DIVA_INFO_NCE_CLONES void grad_row(double* s, int64_t n, double inv_t, double lse, double lse_lo,
+                                   double factor, bool dance, const DanceParams<double>& p,
+                                   const DanceRow<double>& row) {
   if (dance) {
-    grad_row_impl<double, true>(s, n, inv_t, lse, factor, p, row);
+    grad_row_impl<double, true>(s, n, inv_t, lse, lse_lo, factor, p, row);
   } else {
-    grad_row_impl<double, false>(s, n, inv_t, lse, factor, p, row);
+    grad_row_impl<double, false>(s, n, inv_t, lse, lse_lo, factor, p, row);
   }
 }
 

@@ -28,12 +28,13 @@ void weight_stats_row(const float* s, float* scratch, int64_t n, const math::Dan
 void weight_stats_row(const double* s, double* scratch, int64_t n,
                       const math::DanceParams<double>& p, math::DanceStats<double>& st);
 
-// Backward: s_j -> factor * c_j * e^(c_j s_j / T - lse) (in place), the gradient of the row's
-// objective with respect to s_j, where factor = (g + h) / T (math::row_grad_factors).
-void grad_row(float* s, int64_t n, float inv_t, float lse, float factor, bool dance,
+// Backward: s_j -> factor * c_j * e^(c_j s_j / T - lse) (in place; lse as the pair lse + lse_lo,
+// math::softmax_weight), the gradient of the row's objective with respect to s_j, where
+// factor = (g + h) / T (math::row_grad_factors).
+void grad_row(float* s, int64_t n, float inv_t, float lse, float lse_lo, float factor, bool dance,
               const math::DanceParams<float>& p, const math::DanceRow<float>& row);
-void grad_row(double* s, int64_t n, double inv_t, double lse, double factor, bool dance,
-              const math::DanceParams<double>& p, const math::DanceRow<double>& row);
+void grad_row(double* s, int64_t n, double inv_t, double lse, double lse_lo, double factor,
+              bool dance, const math::DanceParams<double>& p, const math::DanceRow<double>& row);
 
 // <a, b> over n entries, accumulated lane-wise in a fixed order.
 float dot(const float* a, const float* b, int64_t n);

@@ -199,12 +199,13 @@ at::Tensor info_nce_forward(const InfoNceProblem<T>& pr, at::Tensor o) {
           }
         }
       }
-      const T a = dot(qp + i * d, kp + i * d, d) * pr.inv_t;
-      T loss, lse, o_scale;
-      math::finish_row<StdMath>(m, l, a, loss, lse, o_scale);
+      const T a = math::nce_mul_rn(dot(qp + i * d, kp + i * d, d), pr.inv_t);
+      T loss, lse, lse_lo, o_scale;
+      math::finish_row<StdMath>(m, l, a, loss, lse, lse_lo, o_scale);
       T* row = st + i * kStatsColumns;
       row[kLse] = lse;
       row[kLoss] = loss;
+      row[kLseLo] = lse_lo;
       if (want_o) {
         T* acc = op + i * d;
         for (int64_t e = 0; e < d; ++e) acc[e] *= o_scale;
@@ -237,8 +238,8 @@ void info_nce_backward_sweep(const InfoNceProblem<T>& pr, const at::Tensor& stat
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         const T* st_i = st + i * kStatsColumns;
-        grad_row(sp + r * cols, cols, pr.inv_t, st_i[kLse], negp[i] * pr.inv_t, pr.dance, pr.params,
-                 math::load_dance_row<T>(st, i));
+        grad_row(sp + r * cols, cols, pr.inv_t, st_i[kLse], st_i[kLseLo], negp[i] * pr.inv_t,
+                 pr.dance, pr.params, math::load_dance_row<T>(st, i));
       }
       const at::Tensor queue_tile = pr.queue.narrow(0, j0, cols);
       if (want_q) q_c.narrow(0, i0, rows).addmm_(s, queue_tile);

@@ -34,7 +34,7 @@ struct InfoNceProblem {
 
 // Row statistics of a forward pass, [B, kStatsColumns] of T: the layout of math/info_nce.h.
 constexpr int64_t kStatsColumns = math::kNceStatsColumns;
-constexpr int64_t kLse = math::kStatLse, kLoss = math::kStatLoss;
+constexpr int64_t kLse = math::kStatLse, kLoss = math::kStatLoss, kLseLo = math::kStatLseLo;
 
 // Forward: returns stats; when o is defined ([B, D], T), also writes O_i = sum_j c_ij p_ij queue_j.
 template <typename T>

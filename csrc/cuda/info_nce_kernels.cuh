@@ -18,7 +18,8 @@
 //   kNceWeights    A = q, B = queue: DaNCE's first pass, online (math::DanceStats).
 //   kNceLogits     A = q, B = queue: online (max, sum) of the logits; with an output, O += P V
 //                  rescaled by e^(m_old - m_new) (FlashAttention), P = c e^(x - m).
-//   kNceGradQ      A = q, B = queue: out += P' queue, P' = (g + h)/T c e^(c s / T - lse).
+//   kNceGradQ      A = q, B = queue: out += P' queue, P' = (g + h)/T c e^(c s / T - lse)
+//                  (math::softmax_weight: lse as the pair lse + lse_lo).
 //   kNceGradQueue  A = queue, B = q: out += P'^T q (one split: a block owns its queue rows).
 // Splits: when B has few row blocks, K is split across blocks (grid.x); each split keeps its own
 // partial (max, sum[, O]) per row, merged afterwards in split order by info_nce_finish_kernel
@@ -343,7 +344,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
   gmem<Acc> v_s = smem + kNceTile * S;               // [kNceStep][kNceVPad] (CUDA cores)
   __shared__ NceHalfTiles<T> ht;
   __shared__ Acc row_scale[kNceTile];
-  __shared__ Acc q_lse[kNceTile], q_factor[kNceTile];
+  __shared__ Acc q_lse[kNceTile], q_lse_lo[kNceTile], q_factor[kNceTile];
   __shared__ math::DanceRow<Acc> q_dance[kNceTile];
 
   using M = NceDeviceMath;
@@ -364,6 +365,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
       const long long r = q0 + tid;
       const bool ok = r < q_rows;
       q_lse[tid] = ok ? p.stats[r * math::kNceStatsColumns + math::kStatLse] : Acc(0);
+      q_lse_lo[tid] = ok ? p.stats[r * math::kNceStatsColumns + math::kStatLseLo] : Acc(0);
       q_factor[tid] = ok && p.factor ? p.factor[r] : Acc(0);
       q_dance[tid] = ok ? math::load_dance_row<Acc>(p.stats, r) : math::DanceRow<Acc>{Acc(0), Acc(0), Acc(0)};
     }
@@ -426,19 +428,21 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
       m_in = m_in_new;
       floored += count;
     } else if (kMode == kNceLogits) {
+      // x = c t with t = s * inv_t (x[e] holds t from here on); x - m by nce_logit_offset.
       Acc c[16];
       Acc tile_max = nce_neg_inf<Acc>();
       for (int e = 0; e < 16; ++e) {
         c[e] = kDance ? math::dance_weight<M>(x[e], q_dance[er], p.dance) : Acc(1);
-        x[e] = valid[e] ? c[e] * (x[e] * p.inv_t) : nce_neg_inf<Acc>();
-        tile_max = x[e] > tile_max ? x[e] : tile_max;
+        x[e] = math::nce_mul_rn(x[e], p.inv_t);
+        const Acc logit = valid[e] ? math::nce_mul_rn(c[e], x[e]) : nce_neg_inf<Acc>();
+        tile_max = logit > tile_max ? logit : tile_max;
       }
       tile_max = quad_max(tile_max);
       const Acc m_new = tile_max > m ? tile_max : m;
       const Acc rescale = m == m_new ? Acc(1) : M::exp(m - m_new);
       Acc sum = Acc(0);
       for (int e = 0; e < 16; ++e) {
-        const Acc ex = valid[e] ? M::exp(x[e] - m_new) : Acc(0);
+        const Acc ex = valid[e] ? M::exp(math::nce_logit_offset(c[e], x[e], m_new)) : Acc(0);
         sum += ex;
         if (p.want_out) put_p(e, c[e] * ex);
       }
@@ -450,7 +454,8 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
       for (int e = 0; e < 16; ++e) {
         const int qi = kMode == kNceGradQ ? er : 16 * eq + e;  // the q row of this entry
         const Acc c = kDance ? math::dance_weight<M>(x[e], q_dance[qi], p.dance) : Acc(1);
-        const Acc g = q_factor[qi] * c * M::exp(c * (x[e] * p.inv_t) - q_lse[qi]);
+        const Acc g = q_factor[qi] * c *
+                      math::softmax_weight<M>(c, math::nce_mul_rn(x[e], p.inv_t), q_lse[qi], q_lse_lo[qi]);
         put_p(e, valid[e] ? g : Acc(0));
       }
     }
@@ -522,10 +527,11 @@ __global__ void __launch_bounds__(kNceFinishThreads)
     math::merge_max_sum<M>(m, l, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
   }
   if (tid == 0) {
-    Acc loss, lse, o_scale;
-    math::finish_row<M>(m, l, partial[0] * inv_t, loss, lse, o_scale);
+    Acc loss, lse, lse_lo, o_scale;
+    math::finish_row<M>(m, l, math::nce_mul_rn(partial[0], inv_t), loss, lse, lse_lo, o_scale);
     stats[r * math::kNceStatsColumns + math::kStatLse] = lse;
     stats[r * math::kNceStatsColumns + math::kStatLoss] = loss;
+    stats[r * math::kNceStatsColumns + math::kStatLseLo] = lse_lo;
     if (!weight_stats) math::store_dance_row(stats, r, math::DanceRow<Acc>{Acc(0), Acc(0), Acc(0)});
     loss_out[r] = nce_store<T>(loss);
     lse_out[r] = nce_store<T>(lse);

@@ -14,8 +14,9 @@ from diva_ext._registrations.once_differentiable import refuse_double_backward
 
 _FLOAT_CPU = (torch.float32, torch.float64)
 _FLOAT_ANY = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Columns of the saved row statistics: lse, loss and DaNCE's row constants (csrc math/info_nce.h).
-STATS_COLUMNS = 5
+# Columns of the saved row statistics: lse, loss, DaNCE's row constants and lse's rounding error
+# (csrc math/info_nce.h).
+STATS_COLUMNS = 6
 
 
 def _check(op, q, k, queue):

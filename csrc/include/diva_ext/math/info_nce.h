@@ -4,7 +4,8 @@
 // (weighting "none") or the DaNCE weight w_ij (weighting "dance"). lse_i = log(e^a_i + sum_j
 // e^l_ij), loss_i = lse_i - a_i. Kernels never hold a row of logits: they keep an online
 // (max, sum) pair per row, rescaled whenever the running maximum grows, and merge pairs from
-// K-chunks with merge_max_sum (FlashAttention's rescaling).
+// K-chunks with merge_max_sum (FlashAttention's rescaling). Logits enter as x = c * t with
+// t = s * inv_t rounded and x - m (or x - lse) formed by one FMA (nce_logit_offset).
 //
 // DaNCE weights: log w is distance_weighted_negatives' log-weight (DESIGN §2.2, n = D, the same
 // function: math/distance_weighted.h), from the inner product s with d = max(sqrt(2 - 2s), lc):
@@ -32,6 +33,8 @@
 // NB: the Math policy supplies exp (CPU: a vectorisable polynomial; CUDA: the device function)
 // so both back ends evaluate the same expressions in the same order.
 #pragma once
+
+#include <cmath>
 
 #include "diva_ext/device.h"
 #include "diva_ext/math/distance_weighted.h"
@@ -116,9 +119,17 @@ DIVA_HD Acc dance_weight(Acc s, const DanceRow<Acc>& row, const DanceParams<Acc>
 }
 
 // Row statistics a forward pass saves for the backward: [B, kNceStatsColumns] of Acc.
-// The DaNCE columns are 0 for weighting "none".
-enum NceStat : int { kStatLse = 0, kStatLoss = 1, kStatShiftHi = 2, kStatShiftLo = 3, kStatLogFloor = 4 };
-constexpr int kNceStatsColumns = 5;
+// The DaNCE columns are 0 for weighting "none". lse_lo is lse's rounding error (the exact
+// lse is lse + lse_lo; see finish_row).
+enum NceStat : int {
+  kStatLse = 0,
+  kStatLoss = 1,
+  kStatShiftHi = 2,
+  kStatShiftLo = 3,
+  kStatLogFloor = 4,
+  kStatLseLo = 5
+};
+constexpr int kNceStatsColumns = 6;
 
 // Row r's constants in stats (a pointer, or the emulation's checked pointer).
 template <typename Acc, typename Stats>
@@ -158,24 +169,108 @@ DIVA_HD void merge_dance_stats(DanceStats<Acc>& a, const DanceStats<Acc>& b) {
   a.floored += b.floored;
 }
 
+// Roundings as written. NB: nvcc (by default) and GCC (where FMA instructions exist, also under
+// -std=c++20) fuse a product feeding an addition into an FMA, and may do so at one call site and
+// not another. The row statistics below need exact control: TwoSum needs its sum rounded once
+// and its operands as given, and a logit compared with the row's maximum or lse must be the same
+// number in the forward pass and in the backward pass (see nce_logit_offset).
+DIVA_HD float nce_add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+DIVA_HD double nce_add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+// a * b rounded (fma(a, b, 0) on the host: never fused into a later addition). Not for loops.
+DIVA_HD float nce_mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return std::fma(a, b, 0.0f);
+#endif
+}
+DIVA_HD double nce_mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return std::fma(a, b, 0.0);
+#endif
+}
+DIVA_HD float nce_fma(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+DIVA_HD double nce_fma(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return __fma_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+// x - ref for the logit x = c * t, t = s * inv_t (as every pass rounds it; c = 1 for weighting
+// "none"), with a single rounding. NB: every comparison of a logit with the row's maximum (the
+// forward's online pass) or with its lse (the backward) goes through here, so both see the same
+// x whatever the compilers fuse: a rounded x in one pass against an unrounded one in the other
+// differs by eps |x| ~ eps |s| / T, which at low temperature (T = 1e-4: 5e-4 in float32) would
+// miscount every softmax weight of the backward against the forward's lse.
+template <typename Acc>
+DIVA_HD Acc nce_logit_offset(Acc c, Acc t, Acc ref) {
+  return nce_fma(c, t, -ref);
+}
+
+// The rounding error of s = a + b (Knuth's TwoSum): a + b = s + two_sum_error(a, b, s) exactly,
+// for s = nce_add_rn(a, b).
+template <typename Acc>
+DIVA_HD Acc two_sum_error(Acc a, Acc b, Acc s) {
+  const Acc bb = nce_add_rn(s, -a);
+  return nce_add_rn(nce_add_rn(a, -nce_add_rn(s, -bb)), nce_add_rn(b, -bb));
+}
+
 // A row's results from its negatives' online pair (m, l) and the positive logit a:
-// loss = lse - a and lse, plus o_scale = exp(m - lse), which turns sum_j c_ij e^(l_ij - m) queue_j
-// into O_i = sum_j c_ij p_ij queue_j.
+// loss = lse - a and lse (as lse + lse_lo, lse_lo its rounding error), plus o_scale =
+// exp(m - lse), which turns sum_j c_ij e^(l_ij - m) queue_j into O_i = sum_j c_ij p_ij queue_j.
 // NB: loss is computed without the cancellation of lse - a: when the positive dominates,
 // loss = log1p(l e^(m - a)) keeps full relative precision (F.cross_entropy's float32 loss does
 // not), and the backward reads p_pos - 1 = expm1(-loss) from it. K = 0 (m = -inf, l = 0) gives
 // loss 0, lse = a, o_scale 0.
+// NB: precision at low temperature. The logits are of size |s| / T, so lse rounded to Acc is off
+// by up to eps |s| / T: at T = 1e-4 in float32, ~5e-4, which exp(l_ij - lse) would carry into
+// every softmax weight (the reference's log_softmax does not: its max logit minus the max is 0).
+// So o_scale comes from the small terms (exp(-log t), exp((m - a) - loss)), never from lse, and
+// the backward forms p_ij = exp((l_ij - lse) - lse_lo): l_ij - lse is exact for the weights that
+// matter (Sterbenz), and lse_lo restores what lse's rounding dropped.
 template <typename Math, typename Acc>
-DIVA_HD void finish_row(Acc m, Acc l, Acc a, Acc& loss, Acc& lse, Acc& o_scale) {
+DIVA_HD void finish_row(Acc m, Acc l, Acc a, Acc& loss, Acc& lse, Acc& lse_lo, Acc& o_scale) {
   if (m <= a) {
     loss = Math::log1p(l * Math::exp(m - a));
-    lse = a + loss;
+    lse = nce_add_rn(a, loss);
+    lse_lo = two_sum_error(a, loss, lse);
+    o_scale = Math::exp((m - a) - loss);
   } else {
     const Acc log_t = Math::log(l + Math::exp(a - m));
-    lse = m + log_t;
+    lse = nce_add_rn(m, log_t);
+    lse_lo = two_sum_error(m, log_t, lse);
     loss = (m - a) + log_t;
+    o_scale = Math::exp(-log_t);
   }
-  o_scale = Math::exp(m - lse);
+}
+
+// The softmax weight e^(x - lse) of the logit x = c * t from the row's (lse, lse_lo) (see
+// finish_row and nce_logit_offset).
+template <typename Math, typename Acc>
+DIVA_HD Acc softmax_weight(Acc c, Acc t, Acc lse, Acc lse_lo) {
+  return Math::exp(nce_logit_offset(c, t, lse) - lse_lo);
 }
 
 // Per-row factors of the gradient, from the incoming gradients g (of loss) and h (of lse):
