@@ -4,6 +4,7 @@ Each wrapper documents shapes and semantics; the operator itself validates its a
 names the one that is wrong.
 """
 
+import operator
 from typing import Optional
 
 import torch
@@ -35,6 +36,19 @@ def pairwise_distance(
             clamp would otherwise turn a NaN into a plausible distance).
     """
     return torch.ops.diva_ext.pairwise_distance(x, y, bool(squared), float(eps))
+
+
+def _integer_or_none(value, op: str, name: str) -> Optional[int]:
+    """``value`` as an int (anything with __index__), None kept; floats, strings and bools are a
+    TypeError naming the argument rather than silently truncated."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an integer or None, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an integer or None, got {value!r}") from None
 
 
 def _seed_and_offset(generator: Optional[torch.Generator]):
@@ -71,17 +85,18 @@ def distance_weighted_negatives(
         labels: int64 [B].
         anchors: int64 [T], indices into the batch (repeats allowed: each entry draws anew).
         lower_cutoff: distances below it count as it (> 0).
-        upper_cutoff: candidates must be closer than this (> 0; inf for no cutoff).
-        dim: the sphere's dimension n in the weight; None means D.
+        upper_cutoff: candidates must be closer than this (>= lower_cutoff; inf for no cutoff).
+        dim: the sphere's dimension n in the weight (an integer >= 2); None means D.
         generator: the source of the call's seed and offset (the default generator when None),
             so ``torch.manual_seed`` makes runs reproducible and successive calls draw anew.
 
     Returns:
         int64 [T] on x's device: indices into the batch, or -1.
     """
+    dim = _integer_or_none(dim, "distance_weighted_negatives", "dim")
     seed, offset = _seed_and_offset(generator)
     return torch.ops.diva_ext.distance_weighted_negatives(
-        x, labels, anchors, float(lower_cutoff), float(upper_cutoff), int(dim or 0), seed, offset
+        x, labels, anchors, float(lower_cutoff), float(upper_cutoff), dim or 0, seed, offset
     )
 
 

@@ -108,7 +108,8 @@ def test_removing_any_barrier_is_caught(line):
     def run(seed):
         out = [E.distance_weighted_negatives(x.to(dt), labels, anchors, 0.5, INF, 0, 3, 4, seed)
                for dt in (torch.float32, torch.float16)]
-        return out + [E.distance_weighted_negatives(fx.float(), flabels, fanchors, 0.5, 0.05, 0, 3, 4, seed)]
+        # (upper_cutoff 0.05 leaves no candidate: lower_cutoff must not exceed it)
+        return out + [E.distance_weighted_negatives(fx.float(), flabels, fanchors, 0.01, 0.05, 0, 3, 4, seed)]
 
     assert emulation.barrier_removal_is_caught(KERNELS, line, run), \
         f"removing the __syncthreads() at {KERNELS}:{line} went unnoticed"

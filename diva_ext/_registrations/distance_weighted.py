@@ -34,7 +34,12 @@ def _check(x, labels, anchors, lower_cutoff, upper_cutoff, dim):
         not math.isnan(upper_cutoff) and upper_cutoff > 0,
         lambda: f"{op}: upper_cutoff must be > 0 (inf for no cutoff), got {upper_cutoff}",
     )
+    torch._check(
+        upper_cutoff >= lower_cutoff,
+        lambda: f"{op}: upper_cutoff must be >= lower_cutoff ({lower_cutoff}), got {upper_cutoff}",
+    )
     torch._check(dim >= 0, lambda: f"{op}: dim must be >= 0 (0 means x.size(1)), got {dim}")
+    torch._check(dim != 1, lambda: f"{op}: dim must be 0 (meaning x.size(1)) or >= 2, got {dim}")
 
 
 @torch.library.register_fake("diva_ext::distance_weighted_negatives")

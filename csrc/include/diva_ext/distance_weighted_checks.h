@@ -38,7 +38,12 @@ inline void check_distance_weighted_args(const at::Tensor& x, const at::Tensor& 
               lower_cutoff);
   TORCH_CHECK(!std::isnan(upper_cutoff) && upper_cutoff > 0, op,
               ": upper_cutoff must be > 0 (inf for no cutoff), got ", upper_cutoff);
+  // As info_nce: candidates lie below upper_cutoff, distances below lower_cutoff count as it.
+  TORCH_CHECK(upper_cutoff >= lower_cutoff, op, ": upper_cutoff must be >= lower_cutoff (",
+              lower_cutoff, "), got ", upper_cutoff);
   TORCH_CHECK(dim >= 0, op, ": dim must be >= 0 (0 means x.size(1)), got ", dim);
+  // The weight is the inverse density of distances on the (n - 1)-sphere.
+  TORCH_CHECK(dim != 1, op, ": dim must be 0 (meaning x.size(1)) or >= 2, got ", dim);
   // Indices and anchor positions are 32-bit inside the kernels (and key the noise).
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   TORCH_CHECK(x.size(0) < kMax, op, ": x may have at most ", kMax - 1, " rows, got ", x.size(0));
