@@ -2,10 +2,16 @@
 
 import os
 import random
+import tempfile
 import zlib
 
-import pytest
-import torch
+# A fresh torch.compile cache per test run: inductor's on-disk cache keys a graph without the
+# Python fake kernels of our ops, so a cache left by an older build (e.g. info_nce's stats with
+# 5 columns, now 6) replays stale shapes and fails the compile tests on a machine that ran them before.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="diva_ext-inductor-"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import diva_ext  # noqa: F401  (loads the compiled operators)
 
