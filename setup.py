@@ -22,8 +22,8 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 sources = build_env.sources(ROOT)
 with_cuda = build_env.cuda_enabled()
-cxx_flags = ["-O3", "-fno-math-errno", "-DDIVA_PYTHON_MODULE"]
-nvcc_flags = ["-O3", "-DDIVA_PYTHON_MODULE", "--expt-relaxed-constexpr"]
+cxx_flags = [build_env.CXX_STD_FLAG, "-O3", "-fno-math-errno", "-DDIVA_PYTHON_MODULE"]
+nvcc_flags = [build_env.CXX_STD_FLAG, "-O3", "-DDIVA_PYTHON_MODULE", "--expt-relaxed-constexpr"]
 include_dirs = [str(ROOT / "csrc" / "include")]
 if with_cuda:
     include_dirs += build_env.cuda_extra_include_dirs()
@@ -70,7 +70,9 @@ setup(
     packages=find_packages(include=["diva_ext", "diva_ext.*"]),
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    python_requires=">=3.10",
-    install_requires=["torch", "torchvision", "numpy", "tqdm", "matplotlib", "faiss-gpu"],
+    # The tested range (README "Supported versions"): torch 2.11.0 on Python 3.12 (CI's GPU-stack
+    # rehearsal, the GPU machines' own stack) and 2.14.1 on Python 3.11 (CI's main stack).
+    python_requires=">=3.11,<3.13",
+    install_requires=["torch>=2.11,<2.16", "torchvision>=0.26,<0.31", "numpy", "tqdm", "matplotlib", "faiss-gpu"],
     entry_points={"console_scripts": ["diva=diva_ext.cli:main"]},
 )

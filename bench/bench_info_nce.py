@@ -106,7 +106,7 @@ def main():
     if args.smoke:
         sizes, dims, kq = [32], [16], 300
     else:
-        sizes, dims, kq = [256, 1024, 4096], [128, 512], 65536
+        sizes, dims, kq = [256, 1024, 4096] + ([8192] if device.type == "cuda" else []), [128, 512], 65536
     modes = args.modes.split(",")
     min_run_time = 0.05 if args.smoke else args.min_run_time
     fns = methods()

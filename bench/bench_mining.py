@@ -70,7 +70,7 @@ def main():
         sizes, dims = [64], [16]
     else:
         # 2048: where the PML baseline was measured.
-        sizes = [256, 1024, 2048, 4096] + ([16384] if device.type == "cuda" else [])
+        sizes = [256, 1024, 2048, 4096] + ([8192] if device.type == "cuda" else [])
         dims = [128, 512]
     min_run_time = 0.05 if args.smoke else args.min_run_time
     fns = methods()

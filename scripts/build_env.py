@@ -11,12 +11,18 @@ from pathlib import Path
 
 DEFAULT_ARCHS = "8.0;9.0"
 
+# The C++ standard of every compilation (host compiler and nvcc; CMakeLists.txt sets the same).
+# The sources need C++20 (std::bit_cast, std::source_location). torch's extension builder only
+# adds its own default (-std=c++17 up to torch 2.11, -std=c++20 from 2.12 on) when no -std= flag
+# is given, so naming ours in extra_compile_args makes it the only one on every compile line.
+CXX_STD_FLAG = "-std=c++20"
+
 # Flags of the test-only CUDA emulation extension (csrc/emulation/): the kernels compiled for the
 # CPU (DIVA_CUDA_EMULATION selects csrc/include/diva_ext/emulation/ in device.h).
 # -fsanitize=bounds checks indexing of fixed-size arrays (static __shared__ tiles, local arrays);
 # the emulation's own handler turns a hit into a kernel error, so libubsan is not linked.
 # -O1 -g0: the kernels run on small sizes, and a quicker build matters more.
-EMULATION_CXX_FLAGS = ["-O1", "-g0", "-fsanitize=bounds", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE"]
+EMULATION_CXX_FLAGS = [CXX_STD_FLAG, "-O1", "-g0", "-fsanitize=bounds", "-DDIVA_CUDA_EMULATION", "-DDIVA_PYTHON_MODULE"]
 
 
 def _real_cuda_home():
