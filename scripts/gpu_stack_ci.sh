@@ -5,7 +5,7 @@
 # faiss nor pytorch-metric-learning, and runs the test suite there (CPU kernels and the CUDA
 # emulation; tests needing a missing optional package skip, naming it).
 #
-#   scripts/gpu_stack_ci.sh [PYTEST ARGS...]     # default: the suite minus `stack_independent`
+#   scripts/gpu_stack_ci.sh [PYTEST ARGS...]     # default: the whole suite
 #
 # Both slow parts are cached under $DIVA_CACHE (default ~/.cache/diva_ext) for the next run on
 # the same machine, keyed by the interpreter and the requirement set:
@@ -67,12 +67,12 @@ t1=$(date +%s)
 cd "$tree"
 echo "gpu_stack: building the extension with CUDA in $tree (incremental)"
 if ! TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-     "$venv/bin/python" setup.py build_ext --inplace > build.log 2>&1; then
-  tail -40 build.log
-  echo "gpu_stack: build failed (full log: $tree/build.log)"
+     "$venv/bin/python" setup.py build_ext --inplace > "$tree.build.log" 2>&1; then
+  tail -40 "$tree.build.log"
+  echo "gpu_stack: build failed (full log: $tree.build.log)"
   exit 1
 fi
-grep -q "^\[[0-9]*/[0-9]*\] .*nvcc" build.log && echo "gpu_stack: CUDA files were recompiled"
+grep -q "^\[[0-9]*/[0-9]*\] .*nvcc" "$tree.build.log" && echo "gpu_stack: CUDA files were recompiled"
 "$venv/bin/python" - <<'EOF'
 import torch, diva_ext, diva_ext._C, diva_ext._cuda_emulated  # noqa: F401
 # The CUDA kernels were compiled in: the ops have CUDA registrations even without a GPU.
@@ -81,10 +81,11 @@ missing = [op for op in ("pairwise_distance", "info_nce", "distance_weighted_neg
 assert not missing, f"no CUDA kernel registered for {missing}"
 EOF
 t2=$(date +%s)
-echo "gpu_stack: environment $((t1 - t0)) s, build $((t2 - t1)) s"
+echo "gpu_stack: built for CUDA arch ${TORCH_CUDA_ARCH_LIST:-9.0}:" "$tree"/diva_ext/_C.*.so \
+     "(bench/gpu_check.sh --no-build can use it on an H100/H200 with the same torch)"
 
-if [ $# -eq 0 ]; then
-  set -- -m "not stack_independent"
-fi
-PYTHONPATH=$tree "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs "$@"
-echo "gpu_stack: tests $(( $(date +%s) - t2 )) s, total $(( $(date +%s) - t0 )) s"
+rc=0
+PYTHONPATH=$tree "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs --durations=15 "$@" || rc=$?
+echo "gpu_stack: environment $((t1 - t0)) s, build $((t2 - t1)) s, tests $(( $(date +%s) - t2 )) s," \
+     "total $(( $(date +%s) - t0 )) s"
+exit $rc
