@@ -233,7 +233,11 @@ def test_both_backends_find_well_separated_clusters(generator, backend):
         assert (_squared_distances(blob, squared_norms(blob), blob) == 0).all()
     seed = int(torch.randint(0, 2**31, (), generator=generator))
     out = evaluate(x, labels, (1,), map_at_r=False, kmeans_seed=seed, backend=backend)
-    assert out["nmi"] == 1.0
+    # The truth found, NMI = 2 I / (H_a + H_b) is 1 up to the float64 rounding of entropies summed
+    # over C terms (each p log p to a few ulps): 8 (C + 2) eps bounds it; one merged or split blob
+    # costs far more (NMI < 0.99 at 13 blobs).
+    classes = int(labels.unique().numel())
+    assert abs(out["nmi"] - 1.0) <= 8 * (classes + 2) * torch.finfo(torch.float64).eps, out["nmi"]
 
 
 def test_nmi_at_chance_level_on_structure_free_data(generator):
