@@ -45,7 +45,7 @@ else:
 ext_modules = [extension]
 
 # Test-only: the CUDA kernels compiled for the CPU through the CUDA-execution-model emulation
-# (csrc/emulation/, DESIGN §6), registered as torch.ops.diva_ext_emulated.*.
+# (csrc/emulation/, docs/design.md §6), registered as torch.ops.diva_ext_emulated.*.
 emulation_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "emulation").glob("*.cpp"))
 if emulation_sources and os.environ.get("DIVA_SKIP_EMULATION") != "1":
     ext_modules.append(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (DESIGN §6), sized for its lease: no network, under 8 minutes
+# One command for a lent GPU machine (docs/design.md §6), sized for its lease: no network, under 8 minutes
 # (--budget). Against that machine's own python3 and torch it builds the extension for its card's
 # architecture only, runs the CUDA tests, every benchmark at GPU sizes (B up to 8192, K = 65536,
 # D = 128 and 512; peers torch.cdist, the naive MoCo code, torch.compile of the references,

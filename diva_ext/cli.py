@@ -1,4 +1,4 @@
-"""The `diva` command: `diva train` and `diva eval` (DESIGN §5).
+"""The `diva` command: `diva train` and `diva eval` (docs/design.md §5).
 
 Bad arguments, missing data or an unwritable output folder end with one line
 `diva: error: ...` and a non-zero exit status, never a traceback.

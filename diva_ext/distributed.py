@@ -1,5 +1,5 @@
 """torch.distributed for `diva train` under torchrun: joining the process group, the rank helpers,
-and the collectives the trainer needs (DESIGN §5, issue 8).
+and the collectives the trainer needs (docs/design.md §5, issue 8).
 
 Without torchrun's environment (``RANK``, ``WORLD_SIZE``, ...) or with one process, nothing is
 initialised and every helper is the identity, so single-process code paths stay unchanged.

@@ -1,4 +1,4 @@
-"""DiVA's triplet miners (DESIGN §2.4), with pytorch-metric-learning's calling convention.
+"""DiVA's triplet miners (docs/design.md §2.4), with pytorch-metric-learning's calling convention.
 
 ``miner(embeddings, labels, ref_emb=None, ref_labels=None) -> (a, p, n)``: int64 index tensors
 on the embeddings' device; ``a`` indexes ``embeddings``, ``p`` and ``n`` index ``ref_emb`` (the

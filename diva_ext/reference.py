@@ -1,7 +1,7 @@
 """Pure-PyTorch versions of every diva_ext operator.
 
 The test oracle, the benchmark baseline and the trainer's ``--ops reference``. They follow the
-same contract as diva_ext.ops (../shared/DESIGN.md §2) with ordinary PyTorch autograd.
+same contract as diva_ext.ops (docs/design.md §2) with ordinary PyTorch autograd.
 """
 
 import math
@@ -129,7 +129,7 @@ def info_nce(
 
 
 def dance_weights(s: torch.Tensor, n: int, lower_cutoff: float = 0.5, upper_cutoff: float = 1.4) -> torch.Tensor:
-    """DiVA's row-normalised distance-adapted weights (DESIGN §2.3) of inner products s [B, K]."""
+    """DiVA's row-normalised distance-adapted weights (docs/design.md §2.3) of inner products s [B, K]."""
     if s.shape[1] == 0:
         return torch.ones_like(s)
     d = (2.0 - 2.0 * s).clamp_min(0.0).sqrt().clamp_min(lower_cutoff)

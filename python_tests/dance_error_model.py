@@ -1,4 +1,4 @@
-"""The rounding-error model of a float32 DaNCE loss (DESIGN §2.3), for tolerances.first_order_error_bound.
+"""The rounding-error model of a float32 DaNCE loss (docs/design.md §2.3), for tolerances.first_order_error_bound.
 
 ``dance_mean_loss`` and ``dance_mean_loss_grad_q`` evaluate the contract's formula in float64 and
 mark every quantity a float32 implementation rounds: the inner products (accumulation error of D
@@ -77,7 +77,7 @@ def dance_mean_loss(p: Perturbations, q, k, queue, *, temperature, lower_cutoff=
 
 def dance_mean_loss_grad_q(p: Perturbations, q, k, queue, *, temperature, lower_cutoff=0.5, upper_cutoff=1.4,
                            two_pass=False):
-    """d(batch mean loss) / dq [B, D] written out (weights constant, DESIGN §2.3):
+    """d(batch mean loss) / dq [B, D] written out (weights constant, docs/design.md §2.3):
     (1/(B T)) ((p_0 - 1) k_i + sum_j p_j w_j queue_j), with its float32 rounding points. A two-pass
     kernel's backward recomputes the logits against the forward's saved lse."""
     logits, w = _logits(p, q, k, queue, temperature, lower_cutoff, upper_cutoff, two_pass)

@@ -1,4 +1,4 @@
-"""Independent float64 oracles of distance_weighted_negatives (DESIGN §2.2), for the tests.
+"""Independent float64 oracles of distance_weighted_negatives (docs/design.md §2.2), for the tests.
 
 - `probabilities`: the exact categorical w / sum w of each anchor (with the fallback and -1 rules),
   written from the formula in the design, not from the kernels' code.

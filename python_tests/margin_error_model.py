@@ -1,4 +1,4 @@
-"""The rounding-error model of MarginLoss (DESIGN §2.4) in float32, for tolerances.first_order_error_bound.
+"""The rounding-error model of MarginLoss (docs/design.md §2.4) in float32, for tolerances.first_order_error_bound.
 
 ``margin_loss`` and ``margin_loss_grads`` evaluate the loss and its autograd gradients in float64 and
 mark every quantity float32 rounds: the differences x_a - x_b, their squares, the D-term sums

@@ -1,6 +1,6 @@
 """The rounding-error model of one float32 MoCo step's parameter gradients, for
 tolerances.first_order_error_bound: a Linear-ReLU-Linear query encoder, F.normalize, DaNCE's batch
-mean loss (dance_error_model.dance_mean_loss_grad_q: weights constant, DESIGN §2.3) and the backward
+mean loss (dance_error_model.dance_mean_loss_grad_q: weights constant, docs/design.md §2.3) and the backward
 through normalize and both linears, with every product sum (tolerances.Perturbations.dot) and
 elementwise step marked.
 

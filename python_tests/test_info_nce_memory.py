@@ -1,4 +1,4 @@
-"""info_nce's memory claim (DESIGN §2.3), measured: at B=512, K=65536, D=128 a forward+backward
+"""info_nce's memory claim (docs/design.md §2.3), measured: at B=512, K=65536, D=128 a forward+backward
 pass allocates under 10% of what the explicit-logits version (MoCo's einsum + cat +
 cross_entropy) allocates.
 

@@ -12,7 +12,7 @@ from tolerances import SECOND_ORDER, assert_within, first_order_error_bound
 
 
 def loop_reference(x, labels, triplets, beta, margin, nu, class_specific, ref=None):
-    """The loss of DESIGN §2.4 written term by term in float64."""
+    """The loss of docs/design.md §2.4 written term by term in float64."""
     ref = x if ref is None else ref
     total, active, beta_sum = 0.0, 0, 0.0
     for a, p, n in zip(*(t.tolist() for t in triplets)):

@@ -1,4 +1,4 @@
-// CPU kernel of distance_weighted_negatives (DESIGN §2.2; the math is in
+// CPU kernel of distance_weighted_negatives (docs/design.md §2.2; the math is in
 // diva_ext/math/distance_weighted.h, the epilogue in distance_weighted_epilogue.h).
 //
 // Work split: the anchors' inner products are computed block by block, one multithreaded BLAS

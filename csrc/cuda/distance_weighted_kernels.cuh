@@ -380,7 +380,7 @@ inline DwPlan dw_plan(long long t_count, long long b, int sm_count) {
   return DwPlan{row_blocks, (col_tiles + tiles_per_split - 1) / tiles_per_split, tiles_per_split};
 }
 
-// out [t_count] = the picks (DESIGN §2.2). x [b, d] (unit rows), labels [b], anchors [t_count]
+// out [t_count] = the picks (docs/design.md §2.2). x [b, d] (unit rows), labels [b], anchors [t_count]
 // (in [0, b)), table [tt.bins + 2] from math::fill_dw_table, part_score / part_index
 // [plan.splits * t_count] workspace. Requires t_count, b, d >= 1 and tt.bins <= kDwMaxBins.
 template <typename T, typename Acc>

@@ -69,7 +69,7 @@ class InfoNCELoss(nn.Module):
 
 class DaNCELoss(InfoNCELoss):
     """DiVA's distance-adapted NCE: InfoNCE whose negative logits are scaled by row-normalised
-    distance-weighted-sampling weights (DESIGN §2.3; constants, no gradient through them).
+    distance-weighted-sampling weights (docs/design.md §2.3; constants, no gradient through them).
 
     Args:
         temperature: T, finite and > 0; DiVA uses 0.01.

@@ -1,4 +1,4 @@
-"""The margin loss of Wu et al. 2017 with a learned, class-specific boundary beta (DESIGN §2.4)."""
+"""The margin loss of Wu et al. 2017 with a learned, class-specific boundary beta (docs/design.md §2.4)."""
 
 from typing import Optional, Sequence
 

@@ -1,4 +1,4 @@
-"""Named hyperparameter presets. The r50 presets carry the paper's settings (DESIGN §3);
+"""Named hyperparameter presets. The r50 presets carry the paper's settings (docs/design.md §3);
 ``small-cpu`` is sized for the embedded synthetic data on a 2-core CPU (a few minutes)."""
 
 from typing import Any, Dict

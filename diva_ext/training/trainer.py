@@ -1,4 +1,4 @@
-"""The DiVA training loop (DESIGN §3), read top to bottom as the paper's algorithm:
+"""The DiVA training loop (docs/design.md §3), read top to bottom as the paper's algorithm:
 
     heads = model(images)                                   # four normalised 128-d heads
     L = margin(disc, distance-weighted triplets)

@@ -1,5 +1,5 @@
 // CUDA execution model on the CPU, for running the project's CUDA kernels in CI without a GPU
-// (DESIGN §6). Test-only: diva_ext/device.h includes this header when DIVA_CUDA_EMULATION is
+// (docs/design.md §6). Test-only: diva_ext/device.h includes this header when DIVA_CUDA_EMULATION is
 // defined, and only the diva_ext._cuda_emulated test extension defines it (csrc/emulation/).
 //
 //   runtime.h      blocks, threads as fibers, the randomised scheduler, barriers, launches

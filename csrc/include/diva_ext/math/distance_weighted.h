@@ -1,4 +1,4 @@
-// Per-element math of distance_weighted_negatives (DESIGN §2.2), shared by the CPU and CUDA
+// Per-element math of distance_weighted_negatives (docs/design.md §2.2), shared by the CPU and CUDA
 // kernels: the log-weight of a candidate from its cosine, the Gumbel noise keyed by
 // (seed, offset, t, j), and the (score, index) order of the row-wise argmax.
 //
@@ -41,7 +41,7 @@ namespace diva_ext::math {
 // Index sentinel of "no pick yet": larger than any index, so it loses every tie.
 constexpr std::int32_t kDwNoIndex = std::numeric_limits<std::int32_t>::max();
 
-// Clamp of 1 - d^2/4 inside the second log (DESIGN §2.2).
+// Clamp of 1 - d^2/4 inside the second log (docs/design.md §2.2).
 constexpr double kDwMinOneMinusQuarterD2 = 1e-8;
 
 // Bit casts by memcpy: valid in host and device code alike (one path for every compiler, as the

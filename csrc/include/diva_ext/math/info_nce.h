@@ -1,4 +1,4 @@
-// Per-element and per-row math of info_nce (DESIGN §2.3), shared by the CPU and CUDA kernels.
+// Per-element and per-row math of info_nce (docs/design.md §2.3), shared by the CPU and CUDA kernels.
 //
 // Logits: positive a_i = <q_i, k_i> / T; negatives l_ij = c_ij <q_i, queue_j> / T with c = 1
 // (weighting "none") or the DaNCE weight w_ij (weighting "dance"). lse_i = log(e^a_i + sum_j
@@ -7,7 +7,7 @@
 // K-chunks with merge_max_sum (FlashAttention's rescaling). Logits enter as x = c * t with
 // t = s * inv_t rounded and x - m (or x - lse) formed by one FMA (nce_logit_offset).
 //
-// DaNCE weights: log w is distance_weighted_negatives' log-weight (DESIGN §2.2, n = D, the same
+// DaNCE weights: log w is distance_weighted_negatives' log-weight (docs/design.md §2.2, n = D, the same
 // function: math/distance_weighted.h), from the inner product s with d = max(sqrt(2 - 2s), lc):
 //   log w = (2 - n) log d - (n - 3)/2 log(max(1 - d^2/4, 1e-8))
 //   w_ij = max(exp(log w_ij - M_i) * [d_ij <= upper_cutoff], 1e-45) / Z_i
