@@ -1,5 +1,5 @@
 """torch.distributed for `diva train` under torchrun: joining the process group, the rank helpers,
-and the collectives the trainer needs (docs/design.md §5, issue 8).
+and the collectives the trainer needs (docs/design.md §5).
 
 Without torchrun's environment (``RANK``, ``WORLD_SIZE``, ...) or with one process, nothing is
 initialised and every helper is the identity, so single-process code paths stay unchanged.
@@ -9,6 +9,19 @@ so the gathered batch is the single-process global batch) and computes the *same
 them. ``all_gather_with_grad``'s backward is the exact adjoint of all-gather (the gradient of the
 gathered tensor summed over ranks, then this rank's rows), so with DDP's averaging over ranks the
 parameter gradients equal those of one process on the global batch.
+
+What this means for DiVA's trainer (diva_ext.training.trainer): ``batch_size`` is the global
+batch; each rank embeds its share, then gathers every head and label, so mining, the margin
+losses, DaNCE and the decorrelation all see the global batch, identically on every rank (same
+mining generator, same queue: the keys are gathered in rank order before they are enqueued).
+DDP averages the model's gradients, the losses' own parameters (margin betas, decorrelation
+MLPs) are averaged by ``average_gradients``, and the result is the single-process step on the
+same global batch. BatchNorm: statistics of a training batch are per rank (each normalises its
+own share) and running statistics are rank 0's (DDP broadcasts buffers); with frozen statistics
+(resnet50 default, ``frozen_bn``) there is no difference at all. The momentum encoder stays
+identical on every rank because its EMA follows parameters that DDP keeps identical.
+Evaluation: each rank embeds a contiguous ``shard`` of the test set, ``all_gather_rows``
+reassembles it in dataset order, rank 0 computes the metrics and ``broadcast_object`` shares them.
 """
 
 import datetime
@@ -207,3 +220,13 @@ def broadcast_object(obj: Any) -> Any:
     box: List[Any] = [obj]
     dist.broadcast_object_list(box, src=0, device=_comm_device())
     return box[0]
+
+
+@torch.no_grad()
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """``x`` summed over ranks (a new tensor on ``x``'s device); ``x`` itself in a single process."""
+    if not current_world().is_distributed:
+        return x
+    total = x.detach().to(_comm_device()).clone()
+    dist.all_reduce(total)
+    return total.to(x.device)

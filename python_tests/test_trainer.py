@@ -127,14 +127,15 @@ def test_fused_and_reference_ops_give_the_same_loss_on_the_same_batch(generator)
         contrastive = components.Contrastive(config, model, torch.device("cpu"))
         contrastive.enqueue(queue_images)  # the same queue for both
         q = heads["selfsimilarity"].clone().requires_grad_()
-        loss = contrastive.loss(q, key_images)
+        keys = contrastive.keys(key_images)
+        loss = contrastive.loss(q, keys)
         (grad,) = torch.autograd.grad(loss, q)
         miner = components.miner("discriminative", config, torch.Generator().manual_seed(seeds[1]))
         a, p, _ = miner(heads["discriminative"], labels)
         n = torch.tensor([(int(i) + 2) % 8 for i in a])  # fixed negatives: the miners' draws differ
         margin = components.margin_loss(config, 4)(heads["discriminative"], labels, (a, p, n))
         results[name] = dict(loss=loss.detach(), grad=grad, a=a, p=p, margin=margin.detach(),
-                             inputs=(heads["selfsimilarity"], contrastive._keys, contrastive.queue.negatives()))
+                             inputs=(heads["selfsimilarity"], keys, contrastive.queue.negatives()))
     assert all(torch.equal(x, y) for x, y in zip(results["fused"]["inputs"], results["reference"]["inputs"]))
     assert torch.equal(results["fused"]["a"], results["reference"]["a"])
     assert torch.equal(results["fused"]["p"], results["reference"]["p"])

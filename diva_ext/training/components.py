@@ -49,7 +49,6 @@ class Contrastive:
         self.criterion = losses.DaNCELoss(config.temperature, lower_cutoff=config.lower_cutoff,
                                           upper_cutoff=config.upper_cutoff, ops=config.ops)
         self.gather, self.autocast = gather, autocast
-        self._keys = None
 
     @torch.no_grad()
     def keys(self, key_images: torch.Tensor) -> torch.Tensor:
@@ -58,18 +57,18 @@ class Contrastive:
             keys = self.encoder(key_images)["selfsimilarity"]
         return self.gather(keys.float())
 
-    def enqueue(self, key_images: torch.Tensor) -> None:
-        self.queue.enqueue(self.keys(key_images))
+    def enqueue(self, images: torch.Tensor) -> None:
+        """The key encoder's keys of ``images`` enter the queue (filling it before training)."""
+        self.queue.enqueue(self.keys(images))
 
-    def loss(self, queries: torch.Tensor, key_images: torch.Tensor) -> torch.Tensor:
-        self._keys = self.keys(key_images)
-        return self.criterion(queries, self._keys, self.queue.negatives())
+    def loss(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """DaNCE of ``queries`` [B, D] against their ``keys`` [B, D] and the queue."""
+        return self.criterion(queries, keys, self.queue.negatives())
 
-    def after_step(self, model: nn.Module) -> None:
-        """EMA update of the key encoder, then the step's keys enter the queue."""
+    def after_step(self, model: nn.Module, keys: torch.Tensor) -> None:
+        """EMA update of the key encoder, then the step's ``keys`` enter the queue."""
         self.encoder.update(model)
-        self.queue.enqueue(self._keys)
-        self._keys = None
+        self.queue.enqueue(keys)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"encoder": self.encoder.state_dict(), "queue": self.queue.state_dict()}

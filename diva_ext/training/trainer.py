@@ -1,22 +1,15 @@
 """The DiVA training loop (docs/design.md §3), read top to bottom as the paper's algorithm:
 
     heads = model(images)                                   # four normalised 128-d heads
-    L = margin(disc, distance-weighted triplets)
-      + a_ssl    * DaNCE(selfsim, momentum keys, queue)
-      + a_shared * margin(shared, triplets mined on permuted labels)
-      + a_intra  * margin(intra, triplets inside one class)
-      + adversarial decorrelation (selfsim, shared, intra -> disc)
+    keys  = momentum_encoder(second view)["selfsimilarity"]
+    terms = diva_objective(heads, labels, keys, queue)      # diva_ext.training.objective
+    L = disc + a_ssl * DaNCE + a_shared * shared + a_intra * intra + decorrelation
     step Adam; update the momentum encoder (EMA); enqueue the keys.
 
-Distributed (torchrun, see diva_ext.distributed): ``batch_size`` is the global batch; each rank
-embeds its share, then gathers every head and label, so mining, the margin losses, DaNCE and the
-decorrelation all see the global batch, identically on every rank (same mining generator, same
-queue). DDP averages the model's gradients, the losses' own parameters are averaged explicitly,
-and the result is the single-process step on the same global batch. BatchNorm: statistics of a
-training batch are per rank (each normalises its own share) and running statistics are rank 0's
-(DDP broadcasts buffers); with frozen statistics (resnet50 default, ``frozen_bn``) there is no
-difference at all. The momentum encoder stays identical on every rank because its EMA follows
-parameters that DDP keeps identical. Only rank 0 prints and writes files.
+The objective itself lives in diva_ext.training.objective; this module holds the mechanics
+around it (mixed precision, gradient scaling, the non-finite guard, epochs, evaluation,
+checkpoints). Under torchrun the batch is the global one: see diva_ext.distributed for what is
+gathered and why the step equals the single-process step. Only rank 0 prints and writes files.
 """
 
 import math
@@ -37,6 +30,7 @@ from diva_ext.losses.adversarial import AdversarialSeparation
 from diva_ext.models import DiVAModel
 from diva_ext.training import checkpoint as ckpt
 from diva_ext.training import components, fingerprint
+from diva_ext.training.objective import ObjectiveParts, diva_objective, weighted_total
 from diva_ext.training.config import TrainConfig
 from diva_ext.training.devices import resolve_device
 from diva_ext.training.plots import plot_history
@@ -145,6 +139,10 @@ class DiVATrainer:
         if pairs and "discriminative" in tasks and config.rho > 0:
             self.adversarial = AdversarialSeparation(pairs, config.rho, dim=config.embed_dim).to(self.device)
 
+        self.objective = ObjectiveParts(
+            margins=self.criteria, miners=self.miners, decorrelation=self.adversarial,
+            dance=self.contrastive.criterion if self.contrastive is not None else None)
+
         groups = [
             {"params": list(self.model.parameters()), "lr": config.lr, "weight_decay": config.weight_decay},
             {"params": list(self.criteria.parameters()), "lr": config.beta_lr, "weight_decay": 0.0},
@@ -174,9 +172,25 @@ class DiVATrainer:
 
     # -- one step -------------------------------------------------------------------------
     def training_step(self, images, labels) -> Dict[str, float]:
-        config = self.config
+        """One step of the objective on a batch; returns the total and each term (floats)."""
+        key_images = None
         if isinstance(images, (list, tuple)):  # two views: the second feeds the momentum encoder
             images, key_images = images
+        heads = self._embed_batch(images)
+        labels = distributed.all_gather(labels.to(self.device))
+        keys = negatives = None
+        if self.contrastive is not None:
+            keys = self.contrastive.keys(key_images.to(self.device))
+            negatives = self.contrastive.queue.negatives()
+        terms = diva_objective(heads, labels, keys, negatives, self.objective)
+        total = weighted_total(terms, self.config.task_weight)
+        self._optimise(total, terms)
+        if self.contrastive is not None:
+            self.contrastive.after_step(self.model, keys)
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+    def _embed_batch(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The heads of the global batch, float32, checked finite."""
         with self.autocast():
             heads = self.net(images.to(self.device))
         # The losses run in float32 on the global batch (identity in a single process); they are
@@ -187,20 +201,12 @@ class DiVATrainer:
             bad = [t for t, h in heads.items() if not torch.isfinite(h).all()]
             raise FloatingPointError(f"training diverged: the {', '.join(bad)} embeddings are not finite "
                                      f"(epoch {self.epoch + 1}); try a lower --lr")
-        labels = distributed.all_gather(labels.to(self.device))
-        losses: Dict[str, torch.Tensor] = {}
-        for task, criterion in self.criteria.items():
-            triplets = self.miners[task](heads[task], labels)
-            losses[task] = criterion(heads[task], labels, triplets)
-        if self.contrastive is not None:
-            losses["selfsimilarity"] = self.contrastive.loss(heads["selfsimilarity"], key_images.to(self.device))
-        if self.adversarial is not None:
-            losses["decorrelation"] = self.adversarial(heads)
-        total = sum(
-            (l if name == "decorrelation" else config.task_weight(name) * l) for name, l in losses.items()
-        )
+        return heads
+
+    def _optimise(self, total: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        """Backward (scaled under fp16), the losses' own gradients averaged over processes, step."""
         if not torch.isfinite(total):
-            raise FloatingPointError(f"training loss is not finite ({ {k: float(v) for k, v in losses.items()} })")
+            raise FloatingPointError(f"training loss is not finite ({ {k: float(v) for k, v in terms.items()} })")
         self.optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(total) if self.scaler is not None else total).backward()
         distributed.average_gradients(self._loss_parameters())
@@ -209,9 +215,6 @@ class DiVATrainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        if self.contrastive is not None:
-            self.contrastive.after_step(self.model)
-        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
     def _loss_parameters(self) -> List[torch.Tensor]:
         """Trainable parameters outside the model (and so outside DDP): betas, decorrelation MLPs."""
