@@ -77,6 +77,9 @@ class MemoryQueue(nn.Module):
         if keys.dim() != 2 or keys.shape[1] != self.keys.shape[1]:
             raise ValueError(f"MemoryQueue.enqueue: keys must have shape [n, {self.keys.shape[1]}], got {tuple(keys.shape)}")
         keys = keys.detach().to(dtype=self.keys.dtype, device=self.keys.device)
+        # A NaN or inf key would stay for K / n steps and poison every loss computed against it;
+        # checked after the cast, which can overflow a float16 queue.
+        _check.check_values(finite=[("MemoryQueue.enqueue: keys", keys)])
         n, size = keys.shape[0], self.size
         if n >= size:
             self.keys.copy_(keys[n - size :])

@@ -51,6 +51,15 @@ def _integer_or_none(value, op: str, name: str) -> Optional[int]:
         raise TypeError(f"{op}: {name} must be an integer or None, got {value!r}") from None
 
 
+def sphere_dimension(dim, op: str) -> Optional[int]:
+    """The weight's sphere dimension n: None (meaning D) or an integer >= 2. The operator reads 0
+    as D; here that is None's job, so 0 (or False) is refused rather than silently meaning D."""
+    dim = _integer_or_none(dim, op, "dim")
+    if dim is not None and dim < 2:
+        raise ValueError(f"{op}: dim must be None (meaning D) or an integer >= 2, got {dim}")
+    return dim
+
+
 def _seed_and_offset(generator: Optional[torch.Generator]):
     """Two 62-bit integers drawn from ``generator`` (the default CPU generator when None)."""
     device = generator.device if generator is not None else torch.device("cpu")
@@ -72,7 +81,7 @@ def distance_weighted_negatives(
     """One distance-weighted negative per anchor (Wu et al. 2017, as used by DiVA).
 
     For anchor ``a`` and candidate ``j`` with ``d = max(|x_a - x_j|, lower_cutoff)`` and
-    ``n = dim or D``, the weight is ``w = d^(2-n) * max(1 - d^2/4, 1e-8)^(-(n-3)/2)``, the inverse
+    ``n = dim`` (D when None), the weight is ``w = d^(2-n) * max(1 - d^2/4, 1e-8)^(-(n-3)/2)``, the inverse
     of the density of distances between uniform points on the sphere. Candidates are the samples
     whose label differs from the anchor's and whose distance is below ``upper_cutoff``; the pick
     is drawn with probability ``w / sum w`` (Gumbel-max with Philox noise keyed by the call's
@@ -93,7 +102,7 @@ def distance_weighted_negatives(
     Returns:
         int64 [T] on x's device: indices into the batch, or -1.
     """
-    dim = _integer_or_none(dim, "distance_weighted_negatives", "dim")
+    dim = sphere_dimension(dim, "distance_weighted_negatives")
     seed, offset = _seed_and_offset(generator)
     return torch.ops.diva_ext.distance_weighted_negatives(
         x, labels, anchors, float(lower_cutoff), float(upper_cutoff), dim or 0, seed, offset

@@ -9,6 +9,8 @@ from typing import Optional
 
 import torch
 
+from diva_ext.ops import sphere_dimension
+
 
 def pairwise_distance(
     x: torch.Tensor, y: Optional[torch.Tensor] = None, *, squared: bool = False, eps: float = 1e-12
@@ -68,7 +70,11 @@ def distance_weighted_sample(
         (different label, closer than ``upper_cutoff``); uniform among the different-label rows
         when no candidate is within the cutoff; -1 when there is no different-label row.
     """
-    n = dim or query.shape[1]
+    dim = sphere_dimension(dim, "distance_weighted_sample")
+    n = query.shape[1] if dim is None else dim
+    if query.shape[0] == 0 or ref.shape[0] == 0:
+        # No anchors, or nothing to pick from (max over an empty row is an error): the op's result.
+        return torch.full((query.shape[0],), -1, dtype=torch.int64, device=query.device)
     c = query @ ref.t()  # [T, R] cosines
     candidate = query_labels[:, None] != ref_labels[None, :]
     if math.isfinite(upper_cutoff):

@@ -1,5 +1,7 @@
 """PNG plots of a run's metrics.json: losses and retrieval metrics per epoch."""
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -7,6 +9,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save_atomically(fig, path: Path) -> None:
+    """A reader (or a crash mid-write) never sees half a PNG: write beside it, then rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=110, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def plot_history(epochs: List[Dict[str, Any]], out_dir: Path) -> List[Path]:
@@ -27,8 +43,7 @@ def plot_history(epochs: List[Dict[str, Any]], out_dir: Path) -> List[Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(out_dir / "loss.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    _save_atomically(fig, paths[-1])
 
     evaluated = [e for e in epochs if "recall@1" in e]
     if evaluated:
@@ -43,6 +58,5 @@ def plot_history(epochs: List[Dict[str, Any]], out_dir: Path) -> List[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(out_dir / "recall.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        _save_atomically(fig, paths[-1])
     return paths
