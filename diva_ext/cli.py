@@ -215,10 +215,21 @@ def _check_writable(folder: Path) -> None:
 
 def _print_table(title: str, rows: Dict[str, Dict[str, Any]]) -> None:
     keys = [k for k in next(iter(rows.values())) if k.startswith("recall@") or k in ("nmi", "map@r")]
+    width = max(6, *(len(name) for name in rows))
     print(title)
-    print("  ".join(["".ljust(6)] + [k.ljust(9) for k in keys]))
+    print("  ".join(["".ljust(width)] + [k.ljust(9) for k in keys]))
     for name, metrics in rows.items():
-        print("  ".join([name.ljust(6)] + [f"{metrics[k]:.4f}".ljust(9) for k in keys]))
+        print("  ".join([name.ljust(width)] + [f"{metrics[k]:.4f}".ljust(9) for k in keys]))
+
+
+def _result_rows(result: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The final table of `diva train`: the combined embedding at the final and the best epoch,
+    then each head on its own at both."""
+    rows = {"final": result["final"], "best": result["best"]}
+    for which in ("final", "best"):
+        for head, metrics in result[which].get("heads", {}).items():
+            rows[f"{which} {head}"] = metrics
+    return rows
 
 
 def _train(args) -> int:
@@ -262,8 +273,9 @@ def _train_in_world(args, config, world, state) -> int:
           f"preset {config.preset}, tasks {', '.join(config.tasks)}, ops {config.ops}, out {args.out}", flush=True)
     result = trainer.fit()
     if result["final"]:
-        _print_table(f"final metrics (epoch {result['final']['epoch']}; best epoch {result['best']['epoch']}):",
-                     {"final": result["final"], "best": result["best"]})
+        _print_table(f"final metrics (epoch {result['final']['epoch']}; best epoch {result['best']['epoch']}, "
+                     f"by combined recall@1); 'final'/'best' = the combined embedding, then each head alone:",
+                     _result_rows(result))
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'checkpoint.pt'}, plots in {args.out}")
     return 0
 

@@ -1,7 +1,7 @@
 """DiVAModel: a shared backbone and one linear, L2-normalised embedding head per task."""
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,9 @@ class DiVAModel(nn.Module):
         weights: local torchvision state dict for the resnet50 backbone (random init without).
         frozen_bn: BatchNorm statistics frozen (None: for resnet50 only, as in DiVA).
 
-    ``forward(images [B, 3, H, W]) -> {task: [B, embed_dim] unit rows}``.
+    ``forward(images [B, 3, H, W]) -> {task: [B, embed_dim] unit rows}``; with
+    ``return_features=True`` it returns ``(features [B, F], heads)``, the backbone's output the
+    heads share (the trainer measures each task's gradient there).
     """
 
     def __init__(self, tasks: Sequence[str] = TASKS, backbone: str = "resnet50", embed_dim: int = 128,
@@ -38,6 +40,7 @@ class DiVAModel(nn.Module):
         self.heads = nn.ModuleDict({t: nn.Linear(feature_dim, embed_dim) for t in tasks})
         self.embed_dim = embed_dim
 
-    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, return_features: bool = False):
         features = self.backbone(images)
-        return {t: nn.functional.normalize(head(features), dim=-1) for t, head in self.heads.items()}
+        heads = {t: nn.functional.normalize(head(features), dim=-1) for t, head in self.heads.items()}
+        return (features, heads) if return_features else heads

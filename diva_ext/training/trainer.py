@@ -31,6 +31,7 @@ from diva_ext.models import DiVAModel
 from diva_ext.training import checkpoint as ckpt
 from diva_ext.training import components, fingerprint
 from diva_ext.training.objective import ObjectiveParts, diva_objective, weighted_total
+from diva_ext.training.task_gradients import EpochGradientLog, term_gradient_norms, warn_vanishing
 from diva_ext.training.config import TrainConfig
 from diva_ext.training.devices import resolve_device
 from diva_ext.training.plots import plot_history
@@ -39,6 +40,8 @@ MARGIN_TASKS = ("discriminative", "shared", "intra")
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.json"
+# How the best epoch (best.pt, metrics.json's "best") is chosen.
+BEST_BY = "recall@1 of the combined embedding on the evaluated split (test), the latest of equal epochs"
 # The files of a run: what `fit` refuses to replace unless asked (resume or overwrite).
 RUN_FILES = (CHECKPOINT, BEST, METRICS, "loss.png", "recall.png")
 # What a checkpoint must hold to be resumed from, and of which type.
@@ -77,20 +80,32 @@ def build_model(config: TrainConfig) -> DiVAModel:
 
 
 @torch.no_grad()
-def embed_dataset(model: DiVAModel, dataset, config: TrainConfig, device: torch.device,
-                  progress: bool = False):
-    """Test embeddings (heads weighted, concatenated, re-normalised) and labels of ``dataset``."""
+def embed_heads(model: DiVAModel, dataset, config: TrainConfig, device: torch.device,
+                progress: bool = False):
+    """({task: [N, D] head embeddings}, [N] labels) of ``dataset``, in dataset order, on the CPU."""
     was_training = model.training
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=256, shuffle=False, num_workers=config.workers)
-    chunks, labels = [], []
+    chunks: Dict[str, List[torch.Tensor]] = {t: [] for t in model.tasks}
+    labels = []
     for images, batch_labels, _ in tqdm(loader, desc="embed", leave=False, disable=not progress):
-        heads = model(images.to(device))
-        weights = {t: float(config.head_weights.get(t, 1.0)) for t in heads}
-        chunks.append(combine_embeddings(heads, weights).cpu())
+        for task, head in model(images.to(device)).items():
+            chunks[task].append(head.cpu())
         labels.append(batch_labels)
     model.train(was_training)
-    return torch.cat(chunks), torch.cat(labels)
+    return {t: torch.cat(c) for t, c in chunks.items()}, torch.cat(labels)
+
+
+def combined_embedding(heads: Dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+    """The test embedding: heads weighted (``config.head_weights``), concatenated, re-normalised."""
+    return combine_embeddings(heads, {t: float(config.head_weights.get(t, 1.0)) for t in heads})
+
+
+def embed_dataset(model: DiVAModel, dataset, config: TrainConfig, device: torch.device,
+                  progress: bool = False):
+    """Test embeddings (combined_embedding) and labels of ``dataset``."""
+    heads, labels = embed_heads(model, dataset, config, device, progress)
+    return combined_embedding(heads, config), labels
 
 
 class DiVATrainer:
@@ -161,6 +176,9 @@ class DiVATrainer:
                                                   num_workers=config.workers)
         self.history: List[Dict[str, Any]] = []
         self.epoch = 0  # epochs completed
+        # Each term's gradient norm at the backbone, every step (task_gradients; off only to
+        # measure what it costs, bench/bench_task_gradients.py).
+        self.measure_gradients = True
         if self.world.is_distributed:
             # Every module above starts from the same seed on every rank; from here on each rank
             # draws its own augmentations.
@@ -172,11 +190,13 @@ class DiVATrainer:
 
     # -- one step -------------------------------------------------------------------------
     def training_step(self, images, labels) -> Dict[str, float]:
-        """One step of the objective on a batch; returns the total and each term (floats)."""
+        """One step of the objective on a batch. Returns floats: ``loss`` (the total), each term
+        by name, ``grad_norm/<term>`` (its weighted gradient's norm at the backbone's output,
+        task_gradients) and, with self-similarity, ``positive_similarity`` (mean <query, key>)."""
         key_images = None
         if isinstance(images, (list, tuple)):  # two views: the second feeds the momentum encoder
             images, key_images = images
-        heads = self._embed_batch(images)
+        features, heads = self._embed_batch(images)
         labels = distributed.all_gather(labels.to(self.device))
         keys = negatives = None
         if self.contrastive is not None:
@@ -184,15 +204,19 @@ class DiVATrainer:
             negatives = self.contrastive.queue.negatives()
         terms = diva_objective(heads, labels, keys, negatives, self.objective)
         total = weighted_total(terms, self.config.task_weight)
+        norms = term_gradient_norms(terms, features, self.config.task_weight) if self.measure_gradients else {}
         self._optimise(total, terms)
+        step = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()},
+                **{f"grad_norm/{k}": v for k, v in norms.items()}}
         if self.contrastive is not None:
+            step["positive_similarity"] = float((heads["selfsimilarity"].detach() * keys).sum(1).mean())
             self.contrastive.after_step(self.model, keys)
-        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        return step
 
-    def _embed_batch(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The heads of the global batch, float32, checked finite."""
+    def _embed_batch(self, images: torch.Tensor):
+        """(this process's backbone features, the heads of the global batch in float32, checked finite)."""
         with self.autocast():
-            heads = self.net(images.to(self.device))
+            features, heads = self.net(images.to(self.device), return_features=True)
         # The losses run in float32 on the global batch (identity in a single process); they are
         # O(B^2 D), small next to the backbone.
         heads = {t: distributed.all_gather_with_grad(h.float()) for t, h in heads.items()}
@@ -201,7 +225,7 @@ class DiVATrainer:
             bad = [t for t, h in heads.items() if not torch.isfinite(h).all()]
             raise FloatingPointError(f"training diverged: the {', '.join(bad)} embeddings are not finite "
                                      f"(epoch {self.epoch + 1}); try a lower --lr")
-        return heads
+        return features, heads
 
     def _optimise(self, total: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
         """Backward (scaled under fp16), the losses' own gradients averaged over processes, step."""
@@ -226,11 +250,15 @@ class DiVATrainer:
         self.model.train()
         self.sampler.set_epoch(self.epoch)
         sums: Dict[str, float] = {}
+        gradients, similarity = EpochGradientLog(), []
         count, images_seen, start = 0, 0, time.time()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
                    disable=not self.progress)
         for images, labels, _ in bar:
             step = self.training_step(images, labels)
+            gradients.add({k.split("/", 1)[1]: step.pop(k) for k in list(step) if k.startswith("grad_norm/")})
+            if "positive_similarity" in step:
+                similarity.append(step.pop("positive_similarity"))
             for k, v in step.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -238,14 +266,23 @@ class DiVATrainer:
             bar.set_postfix(loss=f"{step['loss']:.4f}", img_s=f"{images_seen / (time.time() - start):.0f}")
         self.scheduler.step()
         means = {k: v / max(count, 1) for k, v in sums.items()}
-        return {
+        record = {
             "epoch": self.epoch + 1,
             "loss": means.pop("loss", float("nan")),
             "losses": means,
+            "grad_norms": gradients.means(),
             "steps": count,
             "train_seconds": round(time.time() - start, 2),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+        if similarity:
+            record["positive_similarity"] = {"first": similarity[0], "mean": sum(similarity) / len(similarity),
+                                             "last": similarity[-1]}
+        vanishing = gradients.vanishing()
+        if vanishing and self.world.is_main:
+            warn_vanishing(vanishing, self.epoch + 1, gradients.peaks)
+        record["vanishing_gradients"] = vanishing
+        return record
 
     @torch.no_grad()
     def fill_queue(self) -> None:
@@ -263,17 +300,24 @@ class DiVATrainer:
                         break
 
     def evaluate(self) -> Dict[str, float]:
-        """Test metrics; distributed, each rank embeds a contiguous shard and rank 0 evaluates the
-        gathered embeddings (in dataset order), then shares the metrics."""
+        """Test metrics of the combined embedding and, under ``heads``, of each head on its own
+        (with more than one head); distributed, each rank embeds a contiguous shard and rank 0
+        evaluates the gathered embeddings (in dataset order), then shares the metrics."""
         test_set = self.test_set
         if self.world.is_distributed:
             test_set = torch.utils.data.Subset(test_set, distributed.shard(len(test_set)))
-        embeddings, labels = embed_dataset(self.model, test_set, self.config, self.device, self.progress)
-        embeddings, labels = distributed.all_gather_rows(embeddings), distributed.all_gather_rows(labels)
+        heads, labels = embed_heads(self.model, test_set, self.config, self.device, self.progress)
+        heads = {t: distributed.all_gather_rows(h) for t, h in heads.items()}
+        labels = distributed.all_gather_rows(labels)
         metrics = None
         if self.world.is_main:
-            metrics = evaluate(embeddings, labels, recall_at=self.config.recall_at, backend=self.config.eval_backend,
-                               progress=False)
+            def measure(embeddings):
+                return evaluate(embeddings, labels, recall_at=self.config.recall_at,
+                                backend=self.config.eval_backend, progress=False)
+
+            metrics = measure(combined_embedding(heads, self.config))
+            if len(heads) > 1:  # each head alone, beside the combined embedding
+                metrics["heads"] = {t: measure(h) for t, h in heads.items()}
         return distributed.broadcast_object(metrics)
 
     def fit(self) -> Dict[str, Any]:
@@ -311,13 +355,22 @@ class DiVATrainer:
 
     # -- results --------------------------------------------------------------------------
     def best(self) -> Dict[str, Any]:
+        """The evaluated epoch with the highest combined recall@1 (the latest of equals)."""
         evaluated = [e for e in self.history if "recall@1" in e]
-        return dict(max(evaluated, key=lambda e: e["recall@1"])) if evaluated else {}
+        # max() keeps the first of equals: searched from the end, so that best.pt (written when an
+        # epoch matches or beats the best so far) and this record name the same epoch.
+        return dict(max(reversed(evaluated), key=lambda e: e["recall@1"])) if evaluated else {}
 
     def metrics(self) -> Dict[str, Any]:
+        """The metrics document: config, every epoch, the final and the best evaluated epoch
+        (BEST_BY), and with self-similarity the positive-pair similarity at the start and end."""
         evaluated = [e for e in self.history if "recall@1" in e]
-        return {"config": self.config.to_dict(), "epochs": self.history,
-                "final": dict(evaluated[-1]) if evaluated else {}, "best": self.best()}
+        document = {"config": self.config.to_dict(), "epochs": self.history,
+                    "final": dict(evaluated[-1]) if evaluated else {}, "best": self.best(), "best_by": BEST_BY}
+        similarity = [e["positive_similarity"] for e in self.history if "positive_similarity" in e]
+        if similarity:
+            document["positive_similarity"] = {"start": similarity[0]["first"], "end": similarity[-1]["last"]}
+        return document
 
     def write_metrics(self) -> None:
         ckpt.write_json_atomic(_finite(self.metrics()), self.out_dir / METRICS)
