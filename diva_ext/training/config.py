@@ -16,6 +16,17 @@ DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 # Seeds: non-negative (numpy's seeding) and small enough that seed * 1_000_003 + rank (per-rank
 # augmentation, trainer) stays inside torch.manual_seed's 64 bits.
 MAX_SEED = 2**32 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+# Logits reach 1/temperature (unit embeddings, weights <= 1), and the backward multiplies them by
+# the batch's sums and incoming gradients: 1/temperature must stay finite in float32 with a
+# margin of 1e8 for those (so temperature >= 1e-30).
+MIN_TEMPERATURE = 1e-30
+# Adam's first step size is lr / (1 - beta1) = 10 lr (torch's default beta1 = 0.9), a float32.
+MAX_LEARNING_RATE = FLOAT32_MAX * (1 - 0.9)
+# Distances between unit vectors are at most 2: a lower cutoff at or above it clamps every distance.
+MAX_LOWER_CUTOFF = 2.0
+# Head weights scale unit embeddings in the float32 test embedding.
+MAX_HEAD_WEIGHT = FLOAT32_MAX
 
 
 @dataclass
@@ -120,7 +131,20 @@ class TrainConfig:
         number("momentum", strict=False)
         if not self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not self.temperature >= MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be >= {MIN_TEMPERATURE:g} (logits reach 1/temperature and must "
+                             f"stay finite in float32), got {self.temperature!r}")
+        # The largest rate a group reaches: gamma > 1 raises it at every milestone.
+        growth = max(1.0, self.gamma) ** len(self.milestones)
+        for name in ("lr", "beta_lr", "decorrelation_lr"):
+            if getattr(self, name) * growth > MAX_LEARNING_RATE:
+                after = f" (after the milestones' gamma: {getattr(self, name) * growth:.3g})" if growth > 1 else ""
+                raise ValueError(f"{flag(name)} must be <= {MAX_LEARNING_RATE:.3g}{after} (Adam's first step, 10x the "
+                                 f"learning rate, must be a float32 number), got {getattr(self, name)!r}")
         number("lower_cutoff")
+        if not self.lower_cutoff < MAX_LOWER_CUTOFF:
+            raise ValueError(f"lower-cutoff must be < {MAX_LOWER_CUTOFF:g} (distances between unit embeddings are "
+                             f"at most 2), got {self.lower_cutoff!r}")
         number("upper_cutoff", allow_inf=True)
         if self.upper_cutoff < self.lower_cutoff:
             raise ValueError(f"upper-cutoff ({self.upper_cutoff}) must be >= lower-cutoff ({self.lower_cutoff})")
@@ -153,6 +177,9 @@ class TrainConfig:
             raise ValueError(f"head-weights name heads that are not trained: {unknown_heads}")
         for head, w in self.head_weights.items():
             number(f"head-weights {head}", strict=False, value=w)
+            if w > MAX_HEAD_WEIGHT:
+                raise ValueError(f"head-weights {head} must be <= {MAX_HEAD_WEIGHT:.3g} (it scales a unit embedding "
+                                 f"in float32), got {w!r}")
         if all(self.head_weights.get(t, 1.0) == 0 for t in self.tasks):
             raise ValueError("head-weights are all zero; at least one head must count in the test embedding")
         return self

@@ -230,7 +230,8 @@ class DiVATrainer:
     def _optimise(self, total: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
         """Backward (scaled under fp16), the losses' own gradients averaged over processes, step."""
         if not torch.isfinite(total):
-            raise FloatingPointError(f"training loss is not finite ({ {k: float(v) for k, v in terms.items()} })")
+            raise FloatingPointError(f"training loss is not finite ({ {k: float(v.detach()) for k, v in terms.items()} }, "
+                                     f"epoch {self.epoch + 1}); lower --lr, --beta-lr, --decorrelation-lr, --margin, --beta-init or --rho")
         self.optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(total) if self.scaler is not None else total).backward()
         distributed.average_gradients(self._loss_parameters())
