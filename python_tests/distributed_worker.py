@@ -56,8 +56,9 @@ def _train(rank, config_values, dataset_options, out):
     trainer.optimizer.register_step_pre_hook(record_gradients)
 
     def record_local(module, inputs, output):
+        heads = output[1] if isinstance(output, tuple) else output  # (features, heads) in training
         if record["local"] is None:
-            record["local"] = output["discriminative"].detach().clone()
+            record["local"] = heads["discriminative"].detach().clone()
 
     trainer.model.register_forward_hook(record_local)
     miner = trainer.miners["discriminative"]

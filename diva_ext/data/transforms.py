@@ -38,6 +38,20 @@ def small_train_transform(size: int = 32) -> v2.Compose:
     ])
 
 
+def selfsimilarity_view_transform(size: int) -> v2.Compose:
+    """The paper's augmentation for the self-similarity (MoCo) views, at any image size:
+    RandomResizedCrop(size) over scale (0.08, 1) and aspect ratio (3/4, 4/3), and a horizontal
+    flip. Each call draws its own crop, so two views of one image are independent; crops down to
+    8% of the image make the two views differ as much as on real images, so that the positive
+    pair is not trivially close (with the `small` transform's 0.8-1 crops it is)."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        *_finish(),
+    ])
+
+
 def small_test_transform(size: int = 32) -> v2.Compose:
     """Resize the short side to ``size`` and centre-crop (a no-op for square images of that size)."""
     return v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size), *_finish()])
@@ -54,15 +68,25 @@ def make_transforms(kind: str, size: Optional[int] = None) -> Tuple[Callable, Ca
 
     ``size`` overrides the output side (for ``resnet`` the test resize keeps the 256/224 ratio).
     """
-    if kind not in _KINDS:
-        raise ValueError(f"unknown transform kind {kind!r}; choose one of {', '.join(sorted(_KINDS))}")
-    train, test, default = _KINDS[kind]
-    size = default if size is None else size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    train, test, _ = _KINDS[_known_kind(kind)]
+    size = output_size(kind, size)
     if kind == "resnet":
         return train(size), test(round(size * 256 / 224), size)
     return train(size), test(size)
+
+
+def _known_kind(kind: str) -> str:
+    if kind not in _KINDS:
+        raise ValueError(f"unknown transform kind {kind!r}; choose one of {', '.join(sorted(_KINDS))}")
+    return kind
+
+
+def output_size(kind: str, size: Optional[int] = None) -> int:
+    """The side of the images a transform kind produces: ``size``, or the kind's default."""
+    size = _KINDS[_known_kind(kind)][2] if size is None else size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    return size
 
 
 class TwoViews:

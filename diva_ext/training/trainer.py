@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from diva_ext import data, distributed
 from diva_ext.data.sampler import ClassBalancedBatchSampler
-from diva_ext.data.transforms import TwoViews, make_transforms
+from diva_ext.data.transforms import TwoViews, make_transforms, output_size, selfsimilarity_view_transform
 from diva_ext.evaluation import combine_embeddings, evaluate
 from diva_ext.losses.adversarial import AdversarialSeparation
 from diva_ext.models import DiVAModel
@@ -40,6 +40,8 @@ MARGIN_TASKS = ("discriminative", "shared", "intra")
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.json"
+# The sampler epoch whose batches fill the memory queue (training uses epochs 0, 1, ...).
+FILL_EPOCH = 2**31 - 1
 # How the best epoch (best.pt, metrics.json's "best") is chosen.
 BEST_BY = "recall@1 of the combined embedding on the evaluated split (test), the latest of equal epochs"
 # The files of a run: what `fit` refuses to replace unless asked (resume or overwrite).
@@ -59,10 +61,13 @@ def dataset_options_of(config: TrainConfig, dataset_options: Optional[Dict[str, 
 
 
 def load_datasets(config: TrainConfig, dataset_options: Optional[Dict[str, Any]] = None):
-    """(train set with training augmentation [two views with the self-similarity task], test set)."""
+    """(train set, test set). Training images get the training augmentation; with the
+    self-similarity task each also gets a second, independent view for the momentum encoder, in
+    the paper's augmentation (selfsimilarity_view_transform), while the first view, which every
+    head sees, keeps the training augmentation the margin baseline has too."""
     train_tf, test_tf = make_transforms(config.transform, config.image_size)
     if "selfsimilarity" in config.tasks:
-        train_tf = TwoViews(train_tf)
+        train_tf = TwoViews(train_tf, selfsimilarity_view_transform(output_size(config.transform, config.image_size)))
     options = dataset_options_of(config, dataset_options)
     train_set = data.load(config.dataset, config.data_root, "train", train_tf, **options)
     test_set = data.load(config.dataset, config.data_root, "test", test_tf, **options)
@@ -287,14 +292,15 @@ class DiVATrainer:
 
     @torch.no_grad()
     def fill_queue(self) -> None:
-        """Fill the memory queue with momentum-encoder keys of the first batches, before training
-        (as DiVA does); the sampler's first epoch is replayed, with fresh augmentations."""
-        self.sampler.set_epoch(0)
+        """Fill the memory queue before training with momentum-encoder keys of the query view of
+        fresh batches, as DiVA's reference code does: batches of an epoch index training never
+        reaches (FILL_EPOCH), so the queue does not hold keys of the first epoch's own images."""
+        self.sampler.set_epoch(FILL_EPOCH)
         filled = 0
         with tqdm(total=self.config.queue_batches, desc="fill queue", leave=False, disable=not self.progress) as bar:
             while filled < self.config.queue_batches:
-                for (_, key_images), _, _ in self.loader:
-                    self.contrastive.enqueue(key_images.to(self.device))
+                for (query_images, _), _, _ in self.loader:
+                    self.contrastive.enqueue(query_images.to(self.device))
                     filled += 1
                     bar.update()
                     if filled == self.config.queue_batches:
