@@ -3,13 +3,18 @@
 CUDA sources are compiled whenever nvcc and a CUDA build of torch are present; a GPU is not
 needed to compile. DIVA_FORCE_CPU=1 builds the CPU kernels only. TORCH_CUDA_ARCH_LIST overrides
 the default architectures (sm_80 and sm_90).
+
+The package's metadata (name, version, dependencies, extras, the `diva` command) is in
+pyproject.toml; this file only describes the extensions. It must compile against the torch that
+will import it: scripts/torch_for_build.py refuses isolated builds and a torch outside the
+supported range, saying what to run (`pip install --no-build-isolation .`).
 """
 
 import os
 import sys
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = Path(__file__).parent.resolve()
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -17,7 +22,9 @@ import build_env  # noqa: E402  (sets CUDA_HOME before torch.utils.cpp_extension
 
 build_env.configure()
 
-import torch  # noqa: E402
+import torch_for_build  # noqa: E402
+
+torch = torch_for_build.check(ROOT)
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 sources = build_env.sources(ROOT)
@@ -46,8 +53,11 @@ ext_modules = [extension]
 
 # Test-only: the CUDA kernels compiled for the CPU through the CUDA-execution-model emulation
 # (csrc/emulation/, docs/design.md §6), registered as torch.ops.diva_ext_emulated.*.
+# A wheel (`pip wheel`, `pip install .`) leaves it out unless DIVA_BUILD_EMULATION=1: it is for
+# the repository's tests, and takes a build of its own.
 emulation_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "emulation").glob("*.cpp"))
-if emulation_sources and os.environ.get("DIVA_SKIP_EMULATION") != "1":
+building_wheel = "bdist_wheel" in sys.argv[1:] and os.environ.get("DIVA_BUILD_EMULATION") != "1"
+if emulation_sources and os.environ.get("DIVA_SKIP_EMULATION") != "1" and not building_wheel:
     ext_modules.append(
         CppExtension(
             "diva_ext._cuda_emulated",
@@ -64,15 +74,6 @@ if os.environ.get("DIVA_METADATA_ONLY") == "1":
     ext_modules = []
 
 setup(
-    name="diva_ext",
-    version="0.1.0",
-    description="Fused C++/CUDA operators for deep metric learning, and a DiVA reproduction",
-    packages=find_packages(include=["diva_ext", "diva_ext.*"]),
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    # The tested range (README "Supported versions"): torch 2.11.0 on Python 3.12 (CI's GPU-stack
-    # rehearsal, the GPU machines' own stack) and 2.14.1 on Python 3.11 (CI's main stack).
-    python_requires=">=3.11,<3.13",
-    install_requires=["torch>=2.11,<2.16", "torchvision>=0.26,<0.31", "numpy", "tqdm", "matplotlib", "faiss-gpu"],
-    entry_points={"console_scripts": ["diva=diva_ext.cli:main"]},
 )
