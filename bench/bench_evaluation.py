@@ -2,6 +2,7 @@
 floor (the GEMMs the stage cannot avoid) timed beside.
 
     python bench/bench_evaluation.py [--device cuda] [--smoke] [--sizes 60502] [--rounds 3]
+        [--modes recall+map@r nmi] [--methods floor ours faiss] [--note TEXT]
 
 Data like SOP's test split: N unit-norm D = 512 float32 rows, N / 5.35 classes (SOP: 60502 rows,
 11316 classes), each row its class's random unit centre plus isotropic noise (NOISE), renormalised,
@@ -17,6 +18,7 @@ same calls (common.peak_memory_bytes). One untimed warm-up per method at the sma
 metrics each backend returned are stored beside its times (they should agree).
 """
 
+import os
 import statistics
 import sys
 import time
@@ -27,7 +29,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-import plotting  # noqa: E402
 
 import diva_ext  # noqa: E402,F401
 from diva_ext.evaluation import evaluate, faiss_available, kmeans_assignments, nmi_score  # noqa: E402
@@ -39,6 +40,7 @@ KMEANS_ITERS = 20
 # Per-coordinate noise around the unit class centres: recall@1 ~0.98 at N = 4096, D = 512 (0.07:
 # 1.0, 0.11: 0.77; measured), so that neither backend's metrics sit at a trivial 1.
 NOISE = 0.09
+METHODS = ("floor", "ours", "faiss")
 
 
 def sop_like(n, dim, device, seed=0):
@@ -135,7 +137,11 @@ def main():
                    help=f"N values (default: CPU 2048 4096 8192; CUDA 8192 16384 {SOP_ROWS}, SOP's size)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one call per method each)")
     p.add_argument("--modes", nargs="+", default=["recall+map@r", "nmi"], choices=["recall+map@r", "nmi"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="what to time (default all; at SOP size on a CPU each call takes minutes)")
+    p.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else loaded the machine)")
     args = p.parse_args()
+    load_at_start = list(os.getloadavg())
     device = torch.device(args.device)
     dim = 32 if args.smoke else 512
     if args.smoke:
@@ -154,6 +160,8 @@ def main():
             fns = stage_fns(mode, x, labels, classes, recall_at)
             if not faiss_available():
                 fns["faiss"] = None
+            skipped = {name: "skipped: not in --methods" for name in fns if name not in args.methods}
+            fns = {name: (None if name in skipped else fn) for name, fn in fns.items()}
             for name, fn in fns.items():
                 if fn is not None and (mode, name) not in warm:
                     small_x, small_labels, small_classes = sop_like(256, dim, device, seed=1)
@@ -164,8 +172,9 @@ def main():
                     warm.add((mode, name))
             live = {name: fn for name, fn in fns.items() if fn is not None}
             results = measure_interleaved(live, device, rounds)
-            if fns.get("faiss") is None:
+            if fns.get("faiss") is None and "faiss" not in skipped:
                 results["faiss"] = {"error": "skipped: faiss not installed"}
+            results.update({name: {"error": why} for name, why in skipped.items()})
             records.append({"B": n, "N": n, "mode": mode, "results": results})
             row = {"N": n, "classes": classes, "mode": mode, **common.time_columns(results),
                    "ours MiB": common.fmt_mib(results["ours"]), "faiss MiB": common.fmt_mib(results["faiss"]),
@@ -176,18 +185,20 @@ def main():
                     row[f"{name} {key}"] = f"{value:.4f}"
             rows.append(row)
             print(f"N={n} {mode}: done", file=sys.stderr)
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    common.print_table(rows, columns)
     out = args.out or common.default_out("evaluation" + ("-smoke" if args.smoke else ""), device)
     payload = {
         "benchmark": "evaluation",
         "machine": common.machine_info(device),
         "settings": {"D": dim, "rows_per_class": round(SOP_ROWS / SOP_CLASSES, 2), "recall_at": list(RECALL_AT),
                      "kmeans_iters": KMEANS_ITERS, "noise": NOISE, "rounds": rounds, "faiss": faiss_available()},
+        # On a shared machine the absolute times depend on what else ran; the ratios less so.
+        "load_average_1_5_15_min": {"start": load_at_start, "end": list(os.getloadavg()),
+                                    "cpus": os.cpu_count()},
         "cases": records,
     }
-    common.write_results(out, payload)
-    plotting.plot_cases(payload, out.with_suffix(".png"), x_key="B", group_keys=("mode",))
+    if args.note:
+        payload["note"] = args.note
+    common.publish(rows, payload, out, group_keys=("mode",))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-import plotting  # noqa: E402
 
 import diva_ext  # noqa: E402,F401
 from diva_ext import ops  # noqa: E402
@@ -141,8 +140,6 @@ def main():
                 row["ours/floor"] = common.ratio(results["floor"], results["ours"])
                 rows.append(row)
                 print(f"{mode} B={b} D={d}: done", file=sys.stderr)
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    common.print_table(rows, columns)
     out = args.out or common.default_out("info_nce" + ("-smoke" if args.smoke else ""), device)
     payload = {
         "benchmark": "info_nce",
@@ -150,8 +147,7 @@ def main():
         "settings": {"K": kq, "temperature": TEMPERATURE, "weighting": "none", "objective": "loss.mean()"},
         "cases": records,
     }
-    common.write_results(out, payload)
-    plotting.plot_cases(payload, out.with_suffix(".png"), x_key="B", group_keys=("mode", "D"))
+    common.publish(rows, payload, out, group_keys=("mode", "D"))
 
 
 if __name__ == "__main__":

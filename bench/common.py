@@ -166,6 +166,17 @@ def write_results(path, payload):
     print(f"wrote {path}", file=sys.stderr)
 
 
+def publish(rows, payload, out, group_keys):
+    """Prints the table of rows (columns in first-seen order), writes payload as JSON at out and
+    its plot (time and memory against B, one line per group_keys value) beside it as PNG."""
+    import plotting  # matplotlib, loaded only by the benchmarks that publish
+
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    print_table(rows, columns)
+    write_results(out, payload)
+    plotting.plot_cases(payload, Path(out).with_suffix(".png"), x_key="B", group_keys=group_keys)
+
+
 def fmt_ms(result):
     return "error" if "error" in result else f"{1e3 * result['median_s']:.2f}"
 
