@@ -45,7 +45,9 @@ def _normalised_weights(p, q, queue, lower_cutoff, upper_cutoff, two_pass):
     keep = (d.detach() <= upper_cutoff).double()
     near = ((d.detach() - upper_cutoff).abs() <= _NEAR * upper_cutoff).double()
     m = log_w_norm.detach().max(dim=1, keepdim=True).values
-    terms = p.rounded((log_w_norm - m).exp(), 2) * keep
+    # The floor counts in the normaliser too: a row with every negative beyond the cutoff has
+    # uniform weights 1/K (docs/design.md §2.3), not 0/0.
+    terms = (p.rounded((log_w_norm - m).exp(), 2) * keep).clamp_min(1e-45)
     k = terms.shape[1]
     z = p(terms.sum(1, keepdim=True), accumulation(k) * terms.detach().sum(1, keepdim=True))
     w = p.rounded((log_w - m).exp(), 2) * keep

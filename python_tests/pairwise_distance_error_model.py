@@ -38,12 +38,14 @@ def distance_error_bound(x: torch.Tensor, y: torch.Tensor, squared: bool = False
 
 
 def gradient_error_bound(x: torch.Tensor, y: torch.Tensor, grad_out: torch.Tensor, squared: bool = False,
-                         dtype=None, oracle: bool = True):
+                         dtype=None, oracle: bool = True, out_rel: float = 0.0):
     """Bounds (on grad x [N, D], on grad y [M, D]) of the gradients of sum(grad_out * distances)
-    against a float64 oracle, whose own error the bounds include (with ``oracle``)."""
+    against a float64 oracle, whose own error the bounds include (with ``oracle``). ``out_rel``:
+    a further relative error of the distances the backward is given (e.g. stored in float16)."""
     dtype = dtype or x.dtype
     if oracle:
-        ours, theirs = (gradient_error_bound(x, y, grad_out, squared, t, False) for t in (dtype, torch.float64))
+        ours, theirs = (gradient_error_bound(x, y, grad_out, squared, t, False, r)
+                        for t, r in ((dtype, out_rel), (torch.float64, 0.0)))
         return ours[0] + theirs[0], ours[1] + theirs[1]
     x64, y64, g = x.double(), y.double(), grad_out.double()
     u, m, n = unit_roundoff(dtype), y.shape[0], x.shape[0]
@@ -52,9 +54,12 @@ def gradient_error_bound(x: torch.Tensor, y: torch.Tensor, grad_out: torch.Tenso
         b = 2 * g.abs() * (u + accumulation(n + 2, dtype))
     else:
         d = (x64[:, None] - y64[None]).square().sum(-1).sqrt()
-        rel = distance_error_bound(x, y, False, dtype, False) / d + 2 * u  # of d, then of g / d
-        a = g.abs() / d * (rel + accumulation(m + 2, dtype))
-        b = g.abs() / d * (rel + accumulation(n + 2, dtype))
+        rel = distance_error_bound(x, y, False, dtype, False) / d + out_rel + 2 * u  # of d, then of g / d
+        # Identical rows: the kernels recompute near pairs directly, so s is exactly 0, the clamp
+        # is active and the term is exactly 0 in the kernels and in the oracle alike.
+        live = d > 0
+        a = torch.where(live, g.abs() / d * (rel + accumulation(m + 2, dtype)), 0.0)
+        b = torch.where(live, g.abs() / d * (rel + accumulation(n + 2, dtype)), 0.0)
     bx = a.sum(1, keepdim=True) * x64.abs() + a @ y64.abs()
     by = b.sum(0)[:, None] * y64.abs() + b.t() @ x64.abs()
     return bx, by

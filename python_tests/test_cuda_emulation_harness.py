@@ -6,10 +6,14 @@ kernel with one classic GPU bug next to its correct twin: the twin passes on eve
 the faulty one fails (wrong result or RuntimeError), which proves the harness can fail.
 """
 
+import math
+
 import pytest
 import torch
 
 from diva_ext.testing import emulation
+
+from tolerances import accumulation, assert_within, gamma, unit_roundoff
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -19,6 +23,27 @@ SEEDS = emulation.seeds(8)
 
 def run(name, *inputs, seed=0):
     return E.selftest(name, list(inputs), seed)
+
+
+def exact_sum(x):
+    """The exact sum of float32 (or float64) values, rounded once to float64 (math.fsum)."""
+    return torch.tensor(math.fsum(x.double().tolist()), dtype=torch.float64)
+
+
+def sum_bound(x, dtype=torch.float32):
+    # Any order, any tree (atomics, warp shuffles, tiles): n terms, each through <= n roundings.
+    return accumulation(x.numel(), dtype) * x.double().abs().sum() + unit_roundoff(torch.float64) * x.double().abs().sum()
+
+
+def sums_of(x, rows):
+    """The exact sums of x's rows [rows, n] and their bounds."""
+    parts = x.view(rows, -1)
+    return torch.stack([exact_sum(p) for p in parts]), torch.stack([sum_bound(p) for p in parts])
+
+
+def is_wrong(out, want, bound):
+    """True when some element lies beyond its rounding bound: a planted fault, not rounding."""
+    return bool(((out.double() - want).abs() > bound).any())
 
 
 @pytest.fixture
@@ -87,8 +112,8 @@ def test_atomics():
     x = torch.randn(200)
     for seed in SEEDS[:4]:
         f, d, k, u, w = run("atomics", x, seed=seed)
-        torch.testing.assert_close(f[0], x.sum(), rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(d[0], x.double().sum(), rtol=1e-12, atol=1e-9)
+        assert_within(f[0], exact_sum(x), sum_bound(x), "float atomicAdd")
+        assert_within(d[0], exact_sum(x), sum_bound(x, torch.float64), "double atomicAdd")
         q = torch.floor(x * 100).int()
         assert k.tolist() == [int((x > 0).sum()), int(q.max()), int(q.min())]
         assert u.item() == 200 and w.item() == 200
@@ -99,13 +124,19 @@ def test_atomics():
 def test_fast_math_and_conversions():
     x = torch.rand(100) * 4 + 0.01
     (out,) = run("fast_math", x)
+    d = x.double()
+    u = unit_roundoff(torch.float32)
+    # (float64 value, relative bound): libm's exp/log/exp2/log2 within 1 ulp (2u); rsqrtf as
+    # 1 / sqrt, two correct roundings (gamma_2); one correct rounding (u) for /, fma, -, +.
+    # Rounding to an integer and the conversions round to nearest even like torch: exact.
     want = [
-        x.exp(), x.log(), x.rsqrt(), x / 3, x * x + 1, torch.exp2(x), torch.log2(x),
-        (x - 1).clamp(0, 1), torch.round(x * 10), x.clamp(max=1) + x.clamp(min=2),
-        x.half().float(), x.bfloat16().float(), x,
+        (d.exp(), 2 * u), (d.log(), 2 * u), (d.rsqrt(), gamma(2)), (d / 3, u), (d * d + 1, u),
+        (torch.exp2(d), 2 * u), (torch.log2(d), 2 * u), ((d - 1).clamp(0, 1), u),
+        (torch.round(x * 10).double(), 0.0), (x.clamp(max=1).double() + x.clamp(min=2).double(), u),
+        (x.half().double(), 0.0), (x.bfloat16().double(), 0.0), (d, 0.0),
     ]
-    for row, w in zip(out, want):
-        torch.testing.assert_close(row, w, rtol=1e-6, atol=1e-6)
+    for i, (row, (w, rel)) in enumerate(zip(out, want)):
+        assert_within(row, w, rel * w.abs(), f"row {i}")
 
 
 def tf32(t):
@@ -129,8 +160,11 @@ def test_wmma_matches_matmul(case, dtype, mnk):
     g = torch.Generator().manual_seed(1)
     a, b, c = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g), torch.randn(m, n, generator=g)
     (d,) = run(case, a, b, c)
-    want = 2 * (a.to(dtype).double() @ b.to(dtype).double() + c.double())
-    torch.testing.assert_close(d.double(), want, rtol=1e-5, atol=1e-5)
+    a, b = a.to(dtype).double(), b.to(dtype).double()
+    want = 2 * (a @ b + c.double())
+    # Half/bf16 products are exact in float32; the k products and c summed in float32, any order.
+    bound = 2 * accumulation(k + 1) * (a.abs() @ b.abs() + c.double().abs())
+    assert_within(d, want, bound, case)
 
 
 def test_wmma_tf32_matches_matmul():
@@ -138,8 +172,9 @@ def test_wmma_tf32_matches_matmul():
     a, b = torch.randn(16, 8, generator=g), torch.randn(8, 16, generator=g)
     (d,) = run("wmma_tf32", a, b)
     want = tf32(a).double() @ tf32(b).double()
-    torch.testing.assert_close(d.double(), want, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(d.double(), a.double() @ b.double(), rtol=1e-6, atol=1e-6)  # rounded
+    bound = accumulation(8) * (tf32(a).double().abs() @ tf32(b).double().abs())
+    assert_within(d, want, bound, "tf32")
+    assert is_wrong(d, a.double() @ b.double(), bound)  # the inputs were rounded to tf32
 
 
 def test_schedule_seed_changes_interleaving_not_correct_results(x256):
@@ -147,43 +182,44 @@ def test_schedule_seed_changes_interleaving_not_correct_results(x256):
     results = [run("tile_sum", x256, seed=s)[0] for s in SEEDS]
     assert all(torch.equal(r, results[0]) for r in results)
     sums = torch.stack([run("sum", x256, seed=s)[0] for s in SEEDS])
-    torch.testing.assert_close(sums, x256.sum().expand(len(SEEDS), 1), rtol=1e-5, atol=1e-4)
+    assert_within(sums, exact_sum(x256).expand(len(SEEDS), 1), sum_bound(x256), "sum")
 
 
 # ---- Planted faults ------------------------------------------------------------------------
 
-# name: (expected result from x256, how many of the 8 seeds must expose the fault).
+# name: (expected result and its rounding bound from x256, how many of the 8 seeds must expose
+# the fault).
 WRONG_RESULT_FAULTS = {
     # Missing barrier between writing and reading a tile (read-after-write race): a thread reads
     # the tile right after its own write, with no yield point in between, so every schedule
-    # shows it (observed: 200 of 200 seeds).
-    "reverse": (lambda x: x.view(-1, 64).flip(1).reshape(-1), 8),
+    # shows it (observed: 200 of 200 seeds). A permutation: exact.
+    "reverse": (lambda x: (x.view(-1, 64).flip(1).reshape(-1).double(), torch.zeros(())), 8),
     # Missing barrier at the end of a tile loop (write-after-read race): 200 of 200 seeds.
-    "tile_sum": (lambda x: x.sum().expand(64), 8),
+    "tile_sum": (lambda x: (exact_sum(x).expand(64), sum_bound(x)), 8),
     # A plain read-modify-write instead of atomicAdd: a lost update needs a yield between the
     # read and the write, which one schedule in four never makes (observed: 146 of 200 seeds).
-    "sum": (lambda x: x.sum().view(1), 1),
+    "sum": (lambda x: (exact_sum(x).view(1), sum_bound(x)), 1),
 }
 
 
 @pytest.mark.parametrize("name", sorted(WRONG_RESULT_FAULTS))
 def test_planted_race_gives_wrong_results(name, x256):
     expected, min_caught = WRONG_RESULT_FAULTS[name]
-    want = expected(x256)
+    want, bound = expected(x256)
     for seed in SEEDS:
         (good,) = run(name, x256, seed=seed)
-        torch.testing.assert_close(good, want, rtol=1e-5, atol=1e-4)
-    wrong = [seed for seed in SEEDS if not torch.allclose(run(name + "_fault", x256, seed=seed)[0], want, atol=1e-4)]
+        assert_within(good, want, bound, name)
+    wrong = [seed for seed in SEEDS if is_wrong(run(name + "_fault", x256, seed=seed)[0], want, bound)]
     assert len(wrong) >= min_caught, f"{name}_fault gave the correct result under seeds {sorted(set(SEEDS) - set(wrong))}"
 
 
 @pytest.mark.parametrize("fault", ["warp_sum_fault_offset", "warp_sum_fault_butterfly"])
 def test_planted_wrong_warp_reduction_gives_wrong_results(fault, x256):
-    want = x256.view(-1, 32).sum(1)
-    torch.testing.assert_close(run("warp_sum", x256)[0], want, rtol=1e-5, atol=1e-5)
+    want, bound = sums_of(x256, 8)
+    assert_within(run("warp_sum", x256)[0], want, bound, "warp_sum")
     for seed in SEEDS[:2]:
         (out,) = run(fault, x256, seed=seed)
-        assert not torch.allclose(out, want, atol=1e-3)
+        assert is_wrong(out, want, bound)
 
 
 # name: (input length, the error message's key phrases)
@@ -215,7 +251,7 @@ def test_planted_fault_raises(fault, x256):
 def test_spin_lock_progresses_under_every_schedule(x256):
     for seed in SEEDS[:4]:
         (out,) = run("spin_lock_sum", x256, seed=seed)
-        torch.testing.assert_close(out, x256.sum().view(1), rtol=1e-5, atol=1e-4)
+        assert_within(out, exact_sum(x256).view(1), sum_bound(x256), "spin_lock_sum")
 
 
 def test_planted_inter_block_spin_fails_instead_of_hanging():

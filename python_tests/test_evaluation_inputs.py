@@ -7,6 +7,8 @@ import torch
 from diva_ext.evaluation import evaluate
 from diva_ext.evaluation.knn import gpu_available
 
+from pairwise_distance_error_model import distance_error_bound
+
 X = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
 Y = np.arange(10) % 3
 
@@ -48,6 +50,25 @@ def test_gpu_matches_cpu():
     y = rng.integers(0, 20, 500)
     cpu = evaluate(x, y, nmi=False)
     gpu = evaluate(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), nmi=False)
-    # The GPU index may order near-ties differently: allow a query or two to flip.
+    allowed = near_tie_fraction(x, y, max_rank=8)
     for key in cpu:
-        assert gpu[key] == pytest.approx(cpu[key], abs=5e-3)
+        assert abs(gpu[key] - cpu[key]) <= allowed, (key, gpu[key], cpu[key], allowed)
+
+
+def near_tie_fraction(x, y, max_rank):
+    """The fraction of queries whose ranking may differ between two float32 kNN computations:
+    those with two neighbours, among the first max(max_rank, R) + 1 (R = its class size - 1, for
+    MAP@R), whose float64 squared distances are within the sum of their float32 rounding bounds
+    (pairwise_distance_error_model's norm-expansion bound, as GEMM-based indexes compute them). Every
+    metric is a mean over queries of a value in [0, 1], so only these queries can move it."""
+    xt = torch.from_numpy(x).double()
+    d2 = torch.cdist(xt, xt).square()
+    bound = distance_error_bound(torch.from_numpy(x), torch.from_numpy(x), squared=True)
+    d2.fill_diagonal_(float("inf"))
+    counts = np.bincount(y)
+    depth = min(max(max_rank, int(counts.max()) - 1) + 1, x.shape[0] - 1)
+    order = d2.argsort(1)[:, :depth]
+    dist, err = d2.gather(1, order), bound.gather(1, order)
+    # Sorted: a pair can swap only if some adjacent pair can (the gaps between are all positive).
+    swappable = (dist[:, 1:] - dist[:, :-1]) <= (err[:, 1:] + err[:, :-1])
+    return float(swappable.any(1).double().mean())

@@ -123,8 +123,12 @@ def test_points_5e19_apart(op, dtype, squared):
     got = op(x, None, squared, 1e-12)
     check(got, x, x, squared, 1e-12)
     if not squared:
-        assert got[0, 1].item() == pytest.approx(5e19, rel=1e-6)
-        assert got[1, 0].item() == pytest.approx(5e19, rel=1e-6)
+        # One coordinate differs (by x[1, 1] exactly, the others cancel): the direct path's division
+        # by the scale (u), square (u, halved by the square root), square root (u), product with the
+        # scale (u). (The scale is that difference itself here, so the path is even exact.)
+        want, rel = float(x[1, 1]), 3.5 * torch.finfo(dtype).eps / 2
+        assert abs(got[0, 1].item() - want) <= rel * want
+        assert abs(got[1, 0].item() - want) <= rel * want
 
 
 @pytest.mark.parametrize("op", BACKENDS)
