@@ -1,4 +1,4 @@
-"""The `diva` command: `diva train` and `diva eval` (docs/design.md §5).
+"""The `diva` command: `diva train`, `diva eval` and `diva pretrain` (docs/design.md §5).
 
 Bad arguments, missing data or an unwritable output folder end with one line
 `diva: error: ...` and a non-zero exit status, never a traceback.
@@ -139,6 +139,20 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dist-timeout", type=_finite, default=None, metavar="SECONDS",
                        help="under torchrun: how long a collective waits for the other processes "
                             "before the job fails (default 600)")
+
+    pre = sub.add_parser("pretrain", help="pretrain the small backbone by classification on synthetic classes "
+                                          "disjoint from a run's train and test classes (cached)")
+    from diva_ext.training.pretrain import PretrainConfig
+
+    for field in dataclasses.fields(PretrainConfig):
+        kind = _finite if field.type in (float, "float") else int
+        pre.add_argument("--" + field.name.replace("_", "-"), type=kind, default=field.default, dest=field.name,
+                         metavar="NUMBER" if kind is _finite else "N")
+    pre.add_argument("--cache-dir", type=Path, default=None,
+                     help="default $DIVA_CACHE_DIR/pretrained or ~/.cache/diva_ext/pretrained")
+    pre.add_argument("--out", type=Path, default=None,
+                     help="also write the backbone's state dict here (for --weights); an existing file is kept")
+    pre.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("eval", help="evaluate a saved model on a test split")
     ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or best.pt of a run")
@@ -318,6 +332,27 @@ def _eval(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    import torch
+
+    from diva_ext.training.pretrain import PretrainConfig, cached_pretrain
+
+    if args.out is not None and args.out.exists():
+        raise FileExistsError(f"--out {args.out} already exists; diva pretrain does not replace it")
+    config = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
+    entry = cached_pretrain(config.validate(), args.cache_dir, progress=not args.no_progress)
+    for epoch in entry["metrics"]["epochs"]:
+        print(f"pretrain epoch {epoch['epoch']}  loss {epoch['loss']:.4f}  train accuracy {epoch['train_accuracy']:.4f}")
+    print(f"pretrained backbone: {entry['path']} ({entry['metrics']['classes']} classes, "
+          f"{entry['metrics']['images']} images)")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "xb") as f:  # "x": never over a file that appeared meanwhile
+            torch.save(entry["backbone"], f)
+        print(f"wrote the backbone's state dict to {args.out} (use it with --weights)")
+    return 0
+
+
 def _message(err: BaseException) -> str:
     """One line saying what went wrong. An error re-raised from a DataLoader worker carries the
     worker's traceback in its message; its last line is the original message (naming the file)."""
@@ -339,7 +374,7 @@ def _message(err: BaseException) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        return _train(args) if args.command == "train" else _eval(args)
+        return {"train": _train, "eval": _eval, "pretrain": _pretrain}[args.command](args)
     except KeyboardInterrupt:
         print("diva: interrupted; the last finished epoch is in the checkpoint (continue with --resume)",
               file=sys.stderr)

@@ -213,6 +213,12 @@ def average_gradients(parameters: Iterable[torch.Tensor]) -> None:
         offset += g.numel()
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (nothing in a single process)."""
+    if current_world().is_distributed:
+        dist.barrier()
+
+
 def broadcast_object(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (picklable; small things such as metrics)."""
     if not current_world().is_distributed:

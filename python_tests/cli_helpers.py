@@ -4,7 +4,7 @@ from diva_ext import cli
 
 # One epoch of two 8-image batches on a 6-class synthetic set: seconds on a CPU.
 DATA_OPTIONS = ["num_classes=6", "images_per_class=5", "image_size=16"]
-TINY = ["--epochs", "1", "--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches", "2",
+TINY = ["--epochs", "1", "--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches", "2", "--pretrained", "none",
         "--image-size", "16", "--rho", "10", "--milestones", "1", "--no-progress",
         "--data-option", *DATA_OPTIONS]
 

@@ -9,7 +9,7 @@ import pytest
 
 from diva_ext import cli
 
-TINY = ["--epochs", "1", "--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches", "2",
+TINY = ["--epochs", "1", "--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches", "2", "--pretrained", "none",
         "--image-size", "16", "--rho", "10", "--milestones", "1", "--no-progress",
         "--data-option", "num_classes=6", "images_per_class=5", "image_size=16"]
 
@@ -25,7 +25,8 @@ def test_train_then_eval(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "final metrics" in result.stdout and "recall@1" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"config", "epochs", "final", "best", "best_by", "positive_similarity"}
+    assert set(metrics) == {"config", "pretraining", "epochs", "final", "best", "best_by",
+                            "positive_similarity"}
     assert metrics["config"]["epochs"] == 1 and metrics["config"]["preset"] == "small-cpu"
     evaluated = diva("eval", "--checkpoint", out / "best.pt", "--no-progress", "--out", tmp_path / "eval.json",
                      "--data-option", "num_classes=6", "images_per_class=5", "image_size=16")

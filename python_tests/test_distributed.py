@@ -21,6 +21,7 @@ from diva_ext.training.presets import PRESETS
 
 SYNTHETIC = {"num_classes": 8, "images_per_class": 4, "image_size": 16}
 TINY_FLAGS = ["--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches", "2", "--image-size", "16",
+              "--pretrained", "none",
               "--rho", "10", "--milestones", "1", "--no-progress",
               "--data-option", "num_classes=6", "images_per_class=5", "image_size=16"]
 WAIT_S = 120  # upper bound on any one job here; they take ~10-25 s on 2 cores
@@ -33,7 +34,7 @@ def _free_port() -> int:
 
 
 def _tiny_config(**overrides) -> dict:
-    values = {**TrainConfig().to_dict(), **PRESETS["small-cpu"], "preset": "small-cpu"}
+    values = {**TrainConfig().to_dict(), **PRESETS["small-cpu"], "preset": "small-cpu", "pretrained": "none"}
     # frozen_bn: with per-rank BatchNorm batch statistics, 2 x 4 images do not normalise like 8.
     values.update(epochs=2, batch_size=8, batches_per_epoch=2, queue_batches=2, image_size=16, rho=10.0,
                   milestones=(1,), recall_at=(1, 2), frozen_bn=True)

@@ -17,7 +17,8 @@ SYNTHETIC = {"num_classes": 6, "images_per_class": 5, "image_size": 16}
 
 def tiny_config(**overrides) -> TrainConfig:
     values = {**TrainConfig().to_dict(), **PRESETS["small-cpu"], "preset": "small-cpu"}
-    values.update(epochs=1, batch_size=8, batches_per_epoch=2, queue_batches=2, image_size=16,
+    # From random weights: the preset's pretrained start is tested in test_pretrain_cache.py.
+    values.update(epochs=1, batch_size=8, batches_per_epoch=2, queue_batches=2, image_size=16, pretrained="none",
                   rho=10.0, milestones=(1,), recall_at=(1, 2), eval_every=1)
     values.update(overrides)
     return TrainConfig.from_dict(values)

@@ -58,10 +58,29 @@ _NOISE_SIGMA = 0.03
 _RENDER_CHUNK = 512
 
 
+def pretrain_class_count(num_classes: int) -> int:
+    """How many classes the ``pretrain`` split has when train and test have ``num_classes`` each."""
+    count = len(ALL_CLASSES) - 2 * num_classes
+    if count < 2:
+        raise ValueError(f"synthetic: with {num_classes} train and test classes each, {max(count, 0)} of the "
+                         f"{len(ALL_CLASSES)} remain for pretraining; at most {(len(ALL_CLASSES) - 2) // 2} allowed")
+    return count
+
+
 def split_classes(num_classes: int, split: str, seed: int) -> List[Tuple[int, ...]]:
-    """The factor combinations (indices into FACTORS' value lists) of a split's classes, in label order."""
+    """The factor combinations (indices into FACTORS' value lists) of a split's classes, in label
+    order. ``train``: the first ``num_classes`` of the seed's permutation, ``test``: the last
+    ``num_classes``, ``pretrain``: all those in between (disjoint from both; for a pretrained
+    start, diva_ext.training.pretrain)."""
     order = np.random.default_rng(seed).permutation(len(ALL_CLASSES))
-    chosen = order[:num_classes] if split == "train" else order[len(order) - num_classes:]
+    if split == "train":
+        chosen = order[:num_classes]
+    elif split == "test":
+        chosen = order[len(order) - num_classes:]
+    elif split == "pretrain":
+        chosen = order[num_classes:num_classes + pretrain_class_count(num_classes)]
+    else:
+        raise ValueError(f"synthetic: split must be 'train', 'test' or 'pretrain', got {split!r}")
     return [ALL_CLASSES[i] for i in chosen]
 
 
@@ -97,7 +116,7 @@ def generate(num_classes: int, images_per_class: int, image_size: int, split: st
     """Render a split: (uint8 [N, 3, S, S] images, int64 [N] labels, factor indices per class)."""
     classes = split_classes(num_classes, split, seed)
     # Separate streams per split, so the train images do not depend on the test options or vice versa.
-    rng = np.random.default_rng([seed, 1 if split == "train" else 2])
+    rng = np.random.default_rng([seed, {"train": 1, "test": 2, "pretrain": 3}[split]])
     scenes, labels = _sample_scenes(classes, images_per_class, image_size, rng)
     images = np.concatenate([render(_slice(scenes, i, i + _RENDER_CHUNK), image_size)
                         for i in range(0, labels.size, _RENDER_CHUNK)])

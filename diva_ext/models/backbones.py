@@ -39,8 +39,11 @@ def freeze_batchnorm_statistics(module: nn.Module) -> nn.Module:
     return FrozenBatchNormStatistics(module)
 
 
-def _load_weights(model: nn.Module, weights: Path) -> None:
-    """Load a torchvision-format state dict (e.g. resnet50-*.pth); the classifier is ignored."""
+def _load_weights(model: nn.Module, weights: Path, what: str = "torchvision's resnet50",
+                  ignored: str = "fc.") -> None:
+    """Load a state dict file into ``model`` (``what`` names it in errors): a torchvision-format
+    one for resnet50 (e.g. resnet50-*.pth), or the small CNN's own; keys starting with
+    ``ignored`` (the classifier) and a ``module.`` prefix (DataParallel) are dropped."""
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -52,15 +55,16 @@ def _load_weights(model: nn.Module, weights: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"weights file {path} does not hold a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not (ignored and k.startswith(ignored))}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"weights file {path} does not match torchvision's resnet50: {str(err).splitlines()[-1].strip()}") from err
-    missing = [k for k in missing if not k.startswith("fc.")]
+        raise ValueError(f"weights file {path} does not match {what}: {str(err).splitlines()[-1].strip()}") from err
+    missing = [k for k in missing if not (ignored and k.startswith(ignored))]
     if missing or unexpected:
         raise ValueError(
-            f"weights file {path} does not match torchvision's resnet50: "
+            f"weights file {path} does not match {what}: "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
@@ -69,8 +73,8 @@ def _load_weights(model: nn.Module, weights: Path) -> None:
 def resnet50(weights: Optional[Path] = None, frozen_bn: bool = True) -> Tuple[nn.Module, int]:
     """torchvision ResNet50 without its classifier: [B, 3, H, W] -> [B, 2048].
 
-    ImageNet weights cannot be downloaded here: pass a local torchvision state dict file, or get
-    random initialisation."""
+    Nothing is downloaded: pass a local torchvision state dict file (e.g. ImageNet weights), or
+    get random initialisation."""
     import torchvision
 
     model = torchvision.models.resnet50(weights=None)
@@ -110,9 +114,11 @@ class SmallCNN(nn.Module):
 
 
 def small_cnn(weights: Optional[Path] = None, frozen_bn: bool = False, width: int = 32) -> Tuple[nn.Module, int]:
+    """SmallCNN; ``weights``: a state dict file of it (e.g. from `diva pretrain --out`), whose
+    keys must match exactly."""
     model = SmallCNN(width)
     if weights is not None:
-        raise ValueError("the small backbone has no pretrained weights; --weights is for resnet50")
+        _load_weights(model, weights, what="the small backbone (SmallCNN)", ignored="")
     return (freeze_batchnorm_statistics(model) if frozen_bn else model), model.out_dim
 
 

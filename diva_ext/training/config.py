@@ -11,6 +11,8 @@ from diva_ext.evaluation.backend import BACKENDS as EVAL_BACKENDS
 from diva_ext.models import TASKS
 
 AMP_MODES = ("off", "bf16", "fp16")
+# Where the backbone starts without --weights: random weights, or the cached synthetic pretraining.
+PRETRAINED = ("none", "synthetic")
 # What --device accepts; whether that device exists is checked where it is used (training.devices).
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 # Seeds: non-negative (numpy's seeding) and small enough that seed * 1_000_003 + rank (per-rank
@@ -39,7 +41,8 @@ class TrainConfig:
     workers: int = 0
     # Model
     backbone: str = "small"
-    weights: Optional[str] = None     # local torchvision state dict for resnet50
+    weights: Optional[str] = None     # a local state dict file for the backbone (resnet50: torchvision's)
+    pretrained: str = "none"          # without weights: "none" (random) or "synthetic" (diva pretrain, cached)
     frozen_bn: Optional[bool] = None  # BN statistics frozen (eval mode); None: for resnet50 only
     embed_dim: int = 128
     tasks: Tuple[str, ...] = TASKS
@@ -156,6 +159,11 @@ class TrainConfig:
         if not self.tasks or any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, "
                              f"got {', '.join(map(str, self.tasks)) or 'none'}")
+        if self.pretrained not in PRETRAINED:
+            raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED)}, got {self.pretrained!r}")
+        if self.pretrained == "synthetic" and self.backbone != "small":
+            raise ValueError(f"pretrained synthetic is for the small backbone (backbone is {self.backbone!r}); "
+                             "pass --weights for resnet50")
         if self.ops not in ("fused", "reference"):
             raise ValueError(f"ops must be 'fused' or 'reference', got {self.ops!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):

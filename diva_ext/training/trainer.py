@@ -29,7 +29,7 @@ from diva_ext.evaluation import combine_embeddings, evaluate
 from diva_ext.losses.adversarial import AdversarialSeparation
 from diva_ext.models import DiVAModel
 from diva_ext.training import checkpoint as ckpt
-from diva_ext.training import components, fingerprint
+from diva_ext.training import components, fingerprint, pretrain
 from diva_ext.training.objective import ObjectiveParts, diva_objective, weighted_total
 from diva_ext.training.task_gradients import EpochGradientLog, term_gradient_norms, warn_vanishing
 from diva_ext.training.config import TrainConfig
@@ -136,7 +136,9 @@ class DiVATrainer:
         self.dataset_options = dataset_options_of(config, dataset_options)
         self.train_set, self.test_set = load_datasets(config, self.dataset_options)
         self.data_record = fingerprint.data_record(self.dataset_options, self.train_set, self.test_set)
-        self.model = build_model(config).to(self.device)
+        self.model = build_model(config)
+        self.pretraining = self._pretrained_start()
+        self.model.to(self.device)
         self.net = self.model  # what the training forward runs: DDP's wrapper when distributed
         if self.world.is_distributed:
             self.net = DistributedDataParallel(
@@ -188,6 +190,23 @@ class DiVATrainer:
             # Every module above starts from the same seed on every rank; from here on each rank
             # draws its own augmentations.
             torch.manual_seed(config.seed * 1_000_003 + self.world.rank)
+
+    def _pretrained_start(self) -> Optional[Dict[str, Any]]:
+        """With ``pretrained synthetic`` (and no --weights): the backbone starts from the cached
+        pretraining for this run's data (rank 0 builds it, the others then read the cache)."""
+        if self.config.pretrained != "synthetic" or self.config.weights:
+            return None
+        settings = pretrain.settings_for(self.config, self.dataset_options)
+        entry = None
+        if self.world.is_main:
+            entry = pretrain.cached_pretrain(settings, progress=self.progress, log=self.log)
+        distributed.barrier()
+        if entry is None:
+            entry = pretrain.cached_pretrain(settings, log=lambda line: None)
+        backbone = self.model.backbone
+        backbone = getattr(backbone, "module", backbone)  # inside FrozenBatchNormStatistics
+        ckpt.load_part(backbone.load_state_dict, entry["backbone"], "pretrained backbone", Path(entry["path"]))
+        return {"path": entry["path"], "settings": entry["settings"], "metrics": entry["metrics"]}
 
     def autocast(self):
         """Mixed precision for the encoders' forward passes (``config.amp``, CUDA only)."""
@@ -372,7 +391,7 @@ class DiVATrainer:
         """The metrics document: config, every epoch, the final and the best evaluated epoch
         (BEST_BY), and with self-similarity the positive-pair similarity at the start and end."""
         evaluated = [e for e in self.history if "recall@1" in e]
-        document = {"config": self.config.to_dict(), "epochs": self.history,
+        document = {"config": self.config.to_dict(), "pretraining": self.pretraining, "epochs": self.history,
                     "final": dict(evaluated[-1]) if evaluated else {}, "best": self.best(), "best_by": BEST_BY}
         similarity = [e["positive_similarity"] for e in self.history if "positive_similarity" in e]
         if similarity:
