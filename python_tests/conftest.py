@@ -52,33 +52,6 @@ def pytest_pycollect_makemodule(module_path, parent):
     return _OptionalPackageModule.from_parent(parent, path=module_path)
 
 
-# Tests whose module imports without faiss but whose run reaches it: the `diva` command loads
-# diva_ext.training.trainer, which imports diva_ext.evaluation, which needs faiss. (Drop entries
-# here once evaluation works without faiss.)
-NEEDS_FAISS_AT_RUN_TIME = {
-    "python_tests/test_cli.py::test_train_then_eval",
-    "python_tests/test_cli.py::test_bad_arguments[args1-epochs must be a positive integer]",
-    "python_tests/test_cli.py::test_bad_arguments[args3-tasks must be distinct names]",
-    "python_tests/test_cli.py::test_bad_arguments[args4-multiple of samples-per-class]",
-    "python_tests/test_cli.py::test_bad_arguments[args6-amp bf16 needs a CUDA device]",
-    "python_tests/test_cli.py::test_bad_arguments[args9-dist-timeout must be a positive number]",
-    "python_tests/test_cli.py::test_missing_or_empty_data_root[<lambda>-does not exist]",
-    "python_tests/test_cli.py::test_missing_or_empty_data_root[<lambda>-CUB_200_2011/images not found under]",
-    "python_tests/test_cli.py::test_missing_checkpoint_for_resume",
-    "python_tests/test_cli.py::test_corrupt_checkpoint",
-    "python_tests/test_cli.py::test_output_folder_that_is_a_file",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    if importlib.util.find_spec("faiss") is not None:
-        return
-    skip = pytest.mark.skip(reason="needs faiss (pip install faiss-gpu), not installed: the diva command's trainer imports it")
-    for item in items:
-        if item.nodeid in NEEDS_FAISS_AT_RUN_TIME:
-            item.add_marker(skip)
-
-
 # Fresh inputs every run, reproducible from the seed the header prints.
 SESSION_SEED = int(os.environ.get("DIVA_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
