@@ -36,10 +36,19 @@ class TorchBuildError(SystemExit):
         super().__init__(f"diva_ext build: {message}")
 
 
+def _packaging():
+    """packaging's (requirements, version) modules: setuptools >= 71 puts its vendored copy on
+    sys.path; older ones keep it in setuptools.extern (e.g. the setuptools 65 of a Python 3.11 venv)."""
+    try:
+        from packaging import requirements, version
+    except ImportError:
+        from setuptools.extern.packaging import requirements, version
+    return requirements, version
+
+
 def supported_torch(root):
     """The specifier of torch in pyproject.toml's [project] dependencies (e.g. <2.16,>=2.11)."""
-    from packaging.requirements import Requirement
-
+    Requirement = _packaging()[0].Requirement
     dependencies = tomllib.loads((Path(root) / "pyproject.toml").read_text())["project"]["dependencies"]
     (torch_requirement,) = [r for r in map(Requirement, dependencies) if r.name == "torch"]
     return torch_requirement.specifier
@@ -71,9 +80,7 @@ def check(root):
             f"{torch.__version__} exactly.)"
         )
 
-    from packaging.version import Version
-
-    if Version(torch.__version__).base_version not in spec:
+    if _packaging()[1].Version(torch.__version__).base_version not in spec:
         raise TorchBuildError(
             f"torch {torch.__version__} ({torch.__file__}) is outside the supported range {spec}: "
             "pip would replace it after the build and the extension would not load. "
