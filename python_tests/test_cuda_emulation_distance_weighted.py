@@ -116,4 +116,5 @@ def test_removing_any_barrier_is_caught(line):
 
 
 def test_the_kernels_have_barriers_to_mutate():
-    assert len(emulation.barrier_lines(KERNELS)) >= 8
+    # (The tile loops' barriers are tile_mma.cuh's: test_cuda_emulation_tile_mma.py.)
+    assert len(emulation.barrier_lines(KERNELS)) >= 3

@@ -13,7 +13,7 @@ import torch
 
 from diva_ext.testing import emulation
 
-from tolerances import accumulation, assert_within, gamma, unit_roundoff
+from tolerances import accumulation, assert_within, unit_roundoff
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -55,16 +55,11 @@ def x256():
 
 
 def shuffle_sources(lane):
-    """Source lane of each of shuffles_kernel's 7 rows (CUDA semantics, widths 32/8/16/4)."""
-
-    def seg(width):
-        return lane & ~(width - 1)
-
-    up3 = lane - 3 if lane >= 3 else lane
+    """Source lane of each of shuffles_kernel's 4 rows (CUDA semantics, widths 32 and 16)."""
     down5 = lane + 5 if lane + 5 < 32 else lane
-    down2_w16 = lane + 2 if lane + 2 < seg(16) + 16 else lane
-    up1_w4 = lane - 1 if lane - 1 >= seg(4) else lane
-    return [(lane * 7 + 3) % 32, seg(8) + (lane + 5) % 8, up3, down5, lane ^ 9, down2_w16, up1_w4]
+    seg16 = lane & ~15
+    down2_w16 = lane + 2 if lane + 2 < seg16 + 16 else lane
+    return [lane ^ 9, lane ^ 2, down5, down2_w16]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -72,7 +67,7 @@ def test_shuffles(dtype):
     x = torch.randn(64, dtype=dtype)
     for seed in SEEDS[:2]:
         (out,) = run("shuffles", x, seed=seed)
-        want = torch.empty(7, 64, dtype=dtype)
+        want = torch.empty(4, 64, dtype=dtype)
         for i in range(64):
             base = i - i % 32
             for r, src in enumerate(shuffle_sources(i % 32)):
@@ -80,109 +75,37 @@ def test_shuffles(dtype):
         torch.testing.assert_close(out, want, rtol=0, atol=0)
 
 
-def test_votes_and_activemask():
-    # Warp 0: mixed signs; warp 1: all positive; warp 2: all negative, lanes 5 and 20 < -1.
-    x = torch.cat([torch.randn(32), torch.rand(32) + 0.5, -torch.rand(32) - 0.1])
-    x[64 + 5] = x[64 + 20] = -2.0
-    x[7] = -3.0
-    (out,) = run("votes", x)
-    pos = (x > 0).view(3, 32)
-    for w in range(3):
-        ballot = sum(1 << lane for lane in range(32) if pos[w, lane])
-        even = sum(1 << lane for lane in range(0, 32, 2) if pos[w, lane])
-        active = sum(1 << lane for lane in range(32) if x[32 * w + lane] >= -1)
-        lanes = slice(32 * w, 32 * w + 32)
-        assert (out[0, lanes] == ballot).all()
-        assert (out[1, lanes] == int(pos[w].any())).all()
-        assert (out[2, lanes] == int(pos[w].all())).all()
-        assert (out[3, lanes][0::2] == even).all() and (out[3, lanes][1::2] == 0).all()
-        returned = x[lanes] < -1
-        assert (out[4, lanes][~returned] == active).all() and (out[4, lanes][returned] == -1).all()
-
-
-def test_block_votes():
-    x = torch.cat([torch.rand(96) + 0.1, -torch.rand(96), torch.randn(96)])
-    (out,) = run("block_votes", x)
-    pos = (x > 0).view(3, 96)
-    want = torch.stack([pos.sum(1), pos.all(1), pos.any(1)], 1).int()
-    assert torch.equal(out, want)
-
-
-def test_atomics():
-    x = torch.randn(200)
-    for seed in SEEDS[:4]:
-        f, d, k, u, w = run("atomics", x, seed=seed)
-        assert_within(f[0], exact_sum(x), sum_bound(x), "float atomicAdd")
-        assert_within(d[0], exact_sum(x), sum_bound(x, torch.float64), "double atomicAdd")
-        q = torch.floor(x * 100).int()
-        assert k.tolist() == [int((x > 0).sum()), int(q.max()), int(q.min())]
-        assert u.item() == 200 and w.item() == 200
-        assert f[1] == x.max()
-        assert (x == f[2]).any()
-
-
-def test_fast_math_and_conversions():
+def test_conversions_and_single_roundings():
     x = torch.rand(100) * 4 + 0.01
-    (out,) = run("fast_math", x)
-    d = x.double()
-    u = unit_roundoff(torch.float32)
-    # (float64 value, relative bound): libm's exp/log/exp2/log2 within 1 ulp (2u); rsqrtf as
-    # 1 / sqrt, two correct roundings (gamma_2); one correct rounding (u) for /, fma, -, +.
-    # Rounding to an integer and the conversions round to nearest even like torch: exact.
-    want = [
-        (d.exp(), 2 * u), (d.log(), 2 * u), (d.rsqrt(), gamma(2)), (d / 3, u), (d * d + 1, u),
-        (torch.exp2(d), 2 * u), (torch.log2(d), 2 * u), ((d - 1).clamp(0, 1), u),
-        (torch.round(x * 10).double(), 0.0), (x.clamp(max=1).double() + x.clamp(min=2).double(), u),
-        (x.half().double(), 0.0), (x.bfloat16().double(), 0.0), (d, 0.0),
-    ]
-    for i, (row, (w, rel)) in enumerate(zip(out, want)):
-        assert_within(row, w, rel * w.abs(), f"row {i}")
-
-
-def tf32(t):
-    """Rounds float32 to tf32 (10 mantissa bits, nearest even), like __float_to_tf32."""
-    b = t.contiguous().view(torch.int32)
-    b = (b + 0xFFF + ((b >> 13) & 1)) & ~0x1FFF
-    return b.view(torch.float32)
+    (out,) = run("conversions", x)
+    assert torch.equal(out[0], x.half().float()) and torch.equal(out[1], x.bfloat16().float())
+    # x * 3 and x + 1 are exact in float64, so one rounding to float32 is their float32 value.
+    xd = x.double()
+    assert torch.equal(out[2], (xd * 3).float()) and torch.equal(out[3], (xd + 1).float())
+    # The fma rounds x * x + 1 once: within half an ulp of the float64 value (itself within
+    # 2^-53 relative of the exact one).
+    torch.testing.assert_close(out[4].double(), xd * xd + 1, rtol=2**-24 + 2**-52, atol=0)
 
 
 @pytest.mark.parametrize(
-    "case, dtype, mnk",
-    [
-        ("wmma_half", torch.float16, (16, 16, 16)),
-        ("wmma_half_col_major", torch.float16, (16, 16, 16)),
-        ("wmma_bf16", torch.bfloat16, (16, 16, 16)),
-        ("wmma_half_32x8x16", torch.float16, (32, 8, 16)),
-    ],
+    "case, dtype",
+    [("wmma_half", torch.float16), ("wmma_half_col_major", torch.float16), ("wmma_bf16", torch.bfloat16)],
 )
-def test_wmma_matches_matmul(case, dtype, mnk):
-    m, n, k = mnk
+def test_wmma_matches_matmul(case, dtype):
     g = torch.Generator().manual_seed(1)
-    a, b, c = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g), torch.randn(m, n, generator=g)
-    (d,) = run(case, a, b, c)
-    a, b = a.to(dtype).double(), b.to(dtype).double()
-    want = 2 * (a @ b + c.double())
-    # Half/bf16 products are exact in float32; the k products and c summed in float32, any order.
-    bound = 2 * accumulation(k + 1) * (a.abs() @ b.abs() + c.double().abs())
-    assert_within(d, want, bound, case)
-
-
-def test_wmma_tf32_matches_matmul():
-    g = torch.Generator().manual_seed(2)
-    a, b = torch.randn(16, 8, generator=g), torch.randn(8, 16, generator=g)
-    (d,) = run("wmma_tf32", a, b)
-    want = tf32(a).double() @ tf32(b).double()
-    bound = accumulation(8) * (tf32(a).double().abs() @ tf32(b).double().abs())
-    assert_within(d, want, bound, "tf32")
-    assert is_wrong(d, a.double() @ b.double(), bound)  # the inputs were rounded to tf32
+    a, b = torch.randn(16, 16, generator=g), torch.randn(16, 16, generator=g)
+    (d,) = run(case, a, b)
+    ad, bd = a.to(dtype).double(), b.to(dtype).double()
+    # Products of half / bf16 values are exact in float; the 16 float additions round each by at
+    # most 2^-24 of a partial sum, itself at most the sum of |products|.
+    bound = 16 * 2**-24 * (ad.abs() @ bd.abs())
+    assert ((d.double() - ad @ bd).abs() <= bound).all()
 
 
 def test_schedule_seed_changes_interleaving_not_correct_results(x256):
-    """Correct kernels give the same result under every schedule (sum: up to float order)."""
+    """Correct kernels give the same result under every schedule."""
     results = [run("tile_sum", x256, seed=s)[0] for s in SEEDS]
     assert all(torch.equal(r, results[0]) for r in results)
-    sums = torch.stack([run("sum", x256, seed=s)[0] for s in SEEDS])
-    assert_within(sums, exact_sum(x256).expand(len(SEEDS), 1), sum_bound(x256), "sum")
 
 
 # ---- Planted faults ------------------------------------------------------------------------
@@ -195,10 +118,7 @@ WRONG_RESULT_FAULTS = {
     # shows it (observed: 200 of 200 seeds). A permutation: exact.
     "reverse": (lambda x: (x.view(-1, 64).flip(1).reshape(-1).double(), torch.zeros(())), 8),
     # Missing barrier at the end of a tile loop (write-after-read race): 200 of 200 seeds.
-    "tile_sum": (lambda x: (exact_sum(x).expand(64), sum_bound(x)), 8),
-    # A plain read-modify-write instead of atomicAdd: a lost update needs a yield between the
-    # read and the write, which one schedule in four never makes (observed: 146 of 200 seeds).
-    "sum": (lambda x: (exact_sum(x).view(1), sum_bound(x)), 1),
+    "tile_sum": (lambda x: x.sum().expand(64), 8),
 }
 
 
@@ -246,12 +166,6 @@ def test_planted_fault_raises(fault, x256):
         for phrase in phrases:
             assert phrase in message, message
         assert f"schedule seed {seed}" in message  # the message says how to reproduce it
-
-
-def test_spin_lock_progresses_under_every_schedule(x256):
-    for seed in SEEDS[:4]:
-        (out,) = run("spin_lock_sum", x256, seed=seed)
-        assert_within(out, exact_sum(x256).view(1), sum_bound(x256), "spin_lock_sum")
 
 
 def test_planted_inter_block_spin_fails_instead_of_hanging():

@@ -1,7 +1,7 @@
 """Build environment shared by setup.py and CMake configuration: where CUDA is, which sources.
 
-The `nvcc` on PATH on our machines is a wrapper script, so torch's CUDA_HOME guess (the folder
-above `which nvcc`) is wrong; we look for the real toolkit first. The cuBLAS/cuSPARSE headers that
+Where the `nvcc` on PATH is a wrapper script, torch's CUDA_HOME guess (the folder above
+`which nvcc`) is wrong; we look for the real toolkit first. The cuBLAS/cuSPARSE headers that
 torch's CUDA headers include ship in the nvidia-*-cu13 wheels, not in the toolkit.
 """
 
@@ -18,7 +18,7 @@ DEFAULT_ARCHS = "8.0;9.0"
 CXX_STD_FLAG = "-std=c++20"
 
 # Flags of the test-only CUDA emulation extension (csrc/emulation/): the kernels compiled for the
-# CPU (DIVA_CUDA_EMULATION selects csrc/include/diva_ext/emulation/ in device.h).
+# CPU (DIVA_CUDA_EMULATION selects csrc/emulation/ in device.h).
 # -fsanitize=bounds checks indexing of fixed-size arrays (static __shared__ tiles, local arrays);
 # the emulation's own handler turns a hit into a kernel error, so libubsan is not linked.
 # -O1 -g0: the kernels run on small sizes, and a quicker build matters more.

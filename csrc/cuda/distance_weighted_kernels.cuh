@@ -5,12 +5,12 @@
 //
 // Tile kernel work split: one 256-thread block per 64 anchor rows (blockIdx.x) x a range of
 // 64-column candidate tiles (blockIdx.y: the candidate axis is split when there are too few row
-// blocks to fill the GPU). Per tile the block computes the 64 x 64 inner products:
-//   float/double: on CUDA cores, walking D in steps of 16 staged in shared memory (k-major,
-//     converted to Acc); thread (ty, tx) accumulates rows ty + 16 i and columns 4 tx + j
-//     (i, j < 4) in registers;
-//   float16/bfloat16: on tensor cores (nvcuda::wmma 16x16x16, float accumulators), each warp
-//     two 16 x 16 fragments, staged through shared memory into the same register layout.
+// blocks to fill the GPU). Per tile the block computes the 64 x 64 inner products with
+// tile_mma.cuh:
+//   float/double: on CUDA cores (tile_mma), thread (ty, tx) accumulating rows ty + 16 i and
+//     the blocked columns 4 tx + j (i, j < 4) in registers;
+//   float16/bfloat16: on tensor cores (tile_mma_wmma, float accumulators), each warp two
+//     16 x 16 fragments, stored through shared memory into the same register layout.
 // The epilogue runs on those registers: each thread keeps a running (score, index) argmax for
 // each of its 4 rows over its columns, bounding log-weights from the shared-memory table and the
 // noise from one stage-1 Philox call per row and 4 columns (its half of an 8-candidate group),
@@ -28,6 +28,7 @@
 
 #include "diva_ext/device.h"
 #include "diva_ext/math/distance_weighted.h"
+#include "tile_mma.cuh"
 
 // Full unrolling of the epilogue's 4 x 4 loops keeps the register tile out of local memory (nvcc
 // leaves a loop with two inlined Philox calls rolled). The emulation ignores it.
@@ -39,11 +40,6 @@
 
 namespace diva_ext::cuda {
 
-constexpr int kDwTile = 64;          // anchor rows and candidate columns per tile
-constexpr int kDwStep = 16;          // reduction-axis step staged in shared memory
-constexpr int kDwThreads = 256;      // 16 x 16 threads, 4 rows x 4 columns each
-constexpr int kDwPad = 4;            // shared-memory row padding (float/double tiles)
-constexpr int kDwHalfPad = 8;        // wmma tiles: ldm = 24 halves (48 bytes, a multiple of 16)
 constexpr int kDwMaxBins = math::kDwTableBins;  // the log-weight bound table's bins
 constexpr int kDwFinishThreads = 128;
 
@@ -143,8 +139,8 @@ template <typename T, typename Acc>
 __device__ __forceinline__ void dw_stage_block(const DwTileArgs<T, Acc>& a, float* table,
                                                long long* row_index, std::int64_t* row_label,
                                                long long row0, int tid) {
-  for (int e = tid; e < a.tt.bins + 2; e += kDwThreads) table[e] = a.table[e];
-  if (tid < kDwTile) {
+  for (int e = tid; e < a.tt.bins + 2; e += kTileThreads) table[e] = a.table[e];
+  if (tid < kTile) {
     const long long r = row0 + tid;
     const long long anchor = r < a.t_count ? a.anchors[r] : -1;
     row_index[tid] = anchor;
@@ -152,130 +148,70 @@ __device__ __forceinline__ void dw_stage_block(const DwTileArgs<T, Acc>& a, floa
   }
 }
 
-// float/double: inner products on CUDA cores.
+// The tile's first row and its range of column tiles [tile_begin, tile_end) (blockIdx.y's split).
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kDwThreads) dw_tile_kernel(DwTileArgs<T, Acc> a) {
-  __align__(16) __shared__ Acc xs[kDwStep][kDwTile + kDwPad];
-  __align__(16) __shared__ Acc ys[kDwStep][kDwTile + kDwPad];
+__device__ __forceinline__ void dw_block_tiles(const DwTileArgs<T, Acc>& a, long long& row0,
+                                               long long& tile_begin, long long& tile_end) {
+  row0 = static_cast<long long>(blockIdx.x) * kTile;
+  const long long col_tiles = (a.b + kTile - 1) / kTile;
+  tile_begin = static_cast<long long>(blockIdx.y) * a.tiles_per_split;
+  tile_end = tile_begin + a.tiles_per_split < col_tiles ? tile_begin + a.tiles_per_split : col_tiles;
+}
+
+// The staged slices of the tile product: k-major Acc slices on CUDA cores (float/double); on
+// tensor cores (float16/bfloat16) [row][k] T slices (anchors row-major, candidates read
+// col-major) and the float tile the fragments are stored through.
+template <typename T, typename Acc, bool kWmma = sizeof(T) == 2>
+struct DwSlices {
+  __align__(16) Acc xs[kTileStep][kTileLd];
+  __align__(16) Acc ys[kTileStep][kTileLd];
+};
+
+template <typename T, typename Acc>
+struct DwSlices<T, Acc, true> {
+  __align__(32) T as[kTile][kWmmaStepLd];
+  __align__(32) T bs[kTile][kWmmaStepLd];
+  __align__(32) float cs[kTile][kTileLd];
+};
+
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kTileThreads) dw_tile_kernel(DwTileArgs<T, Acc> a) {
+  __shared__ DwSlices<T, Acc> sl;
   __shared__ float table[kDwMaxBins + 2];
-  __shared__ long long row_index[kDwTile];
-  __shared__ std::int64_t row_label[kDwTile];
+  __shared__ long long row_index[kTile];
+  __shared__ std::int64_t row_label[kTile];
 
   const int tid = threadIdx.x;
   const int tx = tid % 16, ty = tid / 16;
-  const long long row0 = static_cast<long long>(blockIdx.x) * kDwTile;
-  const long long col_tiles = (a.b + kDwTile - 1) / kDwTile;
-  const long long tile_begin = static_cast<long long>(blockIdx.y) * a.tiles_per_split;
-  const long long tile_end = tile_begin + a.tiles_per_split < col_tiles
-                                 ? tile_begin + a.tiles_per_split : col_tiles;
+  long long row0, tile_begin, tile_end;
+  dw_block_tiles(a, row0, tile_begin, tile_end);
   dw_stage_block(a, table, row_index, row_label, row0, tid);
   __syncthreads();
 
-  // Loader mapping: thread tid stages row (tid / 4), reduction offsets 4 * (tid % 4) .. + 3.
-  const int load_row = tid / 4, load_k = 4 * (tid % 4);
+  // The tile product's loader thread stages row tid / 4: an anchor's row and a candidate's.
+  const int load_row = tid / 4;
   const long long anchor_row = row_index[load_row];
   DwBest<Acc> best[4];
   for (int i = 0; i < 4; ++i) best[i] = DwBest<Acc>{-std::numeric_limits<Acc>::infinity(), math::kDwNoIndex};
 
   for (long long tile = tile_begin; tile < tile_end; ++tile) {
-    const long long col0 = tile * kDwTile;
+    const long long col0 = tile * kTile;
     const long long cand_row = col0 + load_row;
+    const long long b_row = cand_row < a.b ? cand_row : -1;
     Acc c[4][4];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) c[i][j] = Acc(0);
-    for (long long k0 = 0; k0 < a.d; k0 += kDwStep) {
-      for (int e = 0; e < 4; ++e) {
-        const long long k = k0 + load_k + e;
-        xs[load_k + e][load_row] =
-            (anchor_row >= 0 && k < a.d) ? static_cast<Acc>(a.x[anchor_row * a.d + k]) : Acc(0);
-        ys[load_k + e][load_row] =
-            (cand_row < a.b && k < a.d) ? static_cast<Acc>(a.x[cand_row * a.d + k]) : Acc(0);
-      }
+    if constexpr (sizeof(T) == 2) {
+      WmmaAcc acc[2];
+      tile_mma_wmma(acc, a.x, anchor_row, a.x, b_row, a.d, sl.as, sl.bs);
+      store_wmma_pair(&sl.cs[0][0], acc, kTileLd);
       __syncthreads();
-      for (int kk = 0; kk < kDwStep; ++kk) {
-        Acc u[4], v[4];
-        for (int i = 0; i < 4; ++i) u[i] = xs[kk][ty + 16 * i];
-        for (int j = 0; j < 4; ++j) v[j] = ys[kk][4 * tx + j];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) c[i][j] += u[i] * v[j];
-      }
-      __syncthreads();
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) c[i][j] = sl.cs[ty + 16 * i][col_of<TileCols::kBlocked>(tx, j)];
+      // No barrier needed before the next tile overwrites cs: its k loop (d >= 1) passes two.
+    } else {
+      zero_block(c);
+      tile_mma<TileCols::kBlocked>(c, a.x, anchor_row, a.x, b_row, a.d, sl.xs, sl.ys,
+                                   [](Acc, Acc) {});
     }
-    dw_epilogue(c, a, table, row_label, row0, col0, tx, ty, best);
-  }
-  dw_write_partials(best, a, row0, tx, ty);
-}
-
-template <typename T>
-__device__ __forceinline__ T dw_zero() {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half(0.0f);
-  } else {
-    return __float2bfloat16(0.0f);
-  }
-}
-
-// float16/bfloat16: inner products on tensor cores with float accumulators.
-template <typename T>
-__global__ void __launch_bounds__(kDwThreads) dw_tile_kernel_wmma(DwTileArgs<T, float> a) {
-  namespace wmma = nvcuda::wmma;
-  constexpr int ld = kDwStep + kDwHalfPad;
-  __align__(32) __shared__ T as[kDwTile][ld];   // anchors' slice, row-major [row][k]
-  __align__(32) __shared__ T bs[kDwTile][ld];   // candidates' slice [col][k]: B col-major
-  __align__(32) __shared__ float cs[kDwTile][kDwTile + kDwPad];
-  __shared__ float table[kDwMaxBins + 2];
-  __shared__ long long row_index[kDwTile];
-  __shared__ std::int64_t row_label[kDwTile];
-
-  const int tid = threadIdx.x;
-  const int tx = tid % 16, ty = tid / 16;
-  const int warp = tid / 32;
-  const int wm = warp / 2, wn = 2 * (warp % 2);  // fragments (wm, wn) and (wm, wn + 1)
-  const long long row0 = static_cast<long long>(blockIdx.x) * kDwTile;
-  const long long col_tiles = (a.b + kDwTile - 1) / kDwTile;
-  const long long tile_begin = static_cast<long long>(blockIdx.y) * a.tiles_per_split;
-  const long long tile_end = tile_begin + a.tiles_per_split < col_tiles
-                                 ? tile_begin + a.tiles_per_split : col_tiles;
-  dw_stage_block(a, table, row_index, row_label, row0, tid);
-  __syncthreads();
-
-  const int load_row = tid / 4, load_k = 4 * (tid % 4);
-  const long long anchor_row = row_index[load_row];
-  const T zero = dw_zero<T>();
-  DwBest<float> best[4];
-  for (int i = 0; i < 4; ++i) best[i] = DwBest<float>{-std::numeric_limits<float>::infinity(), math::kDwNoIndex};
-
-  for (long long tile = tile_begin; tile < tile_end; ++tile) {
-    const long long col0 = tile * kDwTile;
-    const long long cand_row = col0 + load_row;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-    wmma::fill_fragment(acc[0], 0.0f);
-    wmma::fill_fragment(acc[1], 0.0f);
-    for (long long k0 = 0; k0 < a.d; k0 += kDwStep) {
-      for (int e = 0; e < 4; ++e) {
-        const long long k = k0 + load_k + e;
-        as[load_row][load_k + e] = (anchor_row >= 0 && k < a.d) ? a.x[anchor_row * a.d + k] : zero;
-        bs[load_row][load_k + e] = (cand_row < a.b && k < a.d) ? a.x[cand_row * a.d + k] : zero;
-      }
-      __syncthreads();
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-      wmma::load_matrix_sync(fa, &as[16 * wm][0], ld);
-      for (int q = 0; q < 2; ++q) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-        wmma::load_matrix_sync(fb, &bs[16 * (wn + q)][0], ld);
-        wmma::mma_sync(acc[q], fa, fb, acc[q]);
-      }
-      __syncthreads();
-    }
-    for (int q = 0; q < 2; ++q) {
-      wmma::store_matrix_sync(&cs[16 * wm][16 * (wn + q)], acc[q], kDwTile + kDwPad,
-                              wmma::mem_row_major);
-    }
-    __syncthreads();
-    float c[4][4];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) c[i][j] = cs[ty + 16 * i][4 * tx + j];
-    // No barrier needed before the next tile overwrites cs: its k loop (d >= 1) passes two.
     dw_epilogue(c, a, table, row_label, row0, col0, tx, ty, best);
   }
   dw_write_partials(best, a, row0, tx, ty);
@@ -371,8 +307,8 @@ struct DwPlan {
 };
 
 inline DwPlan dw_plan(long long t_count, long long b, int sm_count) {
-  const long long row_blocks = (t_count + kDwTile - 1) / kDwTile;
-  const long long col_tiles = (b + kDwTile - 1) / kDwTile;
+  const long long row_blocks = (t_count + kTile - 1) / kTile;
+  const long long col_tiles = (b + kTile - 1) / kTile;
   const long long want = 2LL * (sm_count > 0 ? sm_count : 1);
   long long splits = (want + row_blocks - 1) / row_blocks;
   splits = splits < 1 ? 1 : (splits > col_tiles ? col_tiles : splits);
@@ -395,12 +331,8 @@ void launch_distance_weighted_negatives(gmem<const T> x, gmem<const std::int64_t
   const DwTileArgs<T, Acc> args{x, labels, anchors, table, p, tt, seed, offset, b, t_count, d,
                                 plan.tiles_per_split, part_score, part_index};
   const dim3 grid(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.splits));
-  if constexpr (sizeof(T) == 2) {
-    static_assert(sizeof(Acc) == 4, "half-precision inputs accumulate in float");
-    DIVA_LAUNCH((dw_tile_kernel_wmma<T>), grid, dim3(kDwThreads), 0, stream)(args);
-  } else {
-    DIVA_LAUNCH((dw_tile_kernel<T, Acc>), grid, dim3(kDwThreads), 0, stream)(args);
-  }
+  static_assert(sizeof(T) != 2 || sizeof(Acc) == 4, "half-precision inputs accumulate in float");
+  DIVA_LAUNCH((dw_tile_kernel<T, Acc>), grid, dim3(kTileThreads), 0, stream)(args);
   DIVA_LAUNCH((dw_finish_kernel<Acc>), dim3(static_cast<unsigned>(t_count)),
               dim3(kDwFinishThreads), 0, stream)(gmem<const Acc>(part_score),
                                                  gmem<const int>(part_index), plan.splits, labels,

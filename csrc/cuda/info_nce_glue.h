@@ -1,10 +1,7 @@
 // Torch glue of info_nce's CUDA kernels, shared by csrc/cuda/info_nce.cu (on the GPU) and
 // csrc/emulation/info_nce.cpp (the same kernels on the CPU): validation, allocation of outputs
 // and split partials, dtype dispatch, the launch sequences of info_nce_kernels.cuh, and the
-// non-finite checks. Include after info_nce_kernels.cuh.
-//
-// Backend supplies: template <typename T> static gmem<T> ptr(const at::Tensor&, const char* name);
-// static cudaStream_t stream(); static int num_sms(const at::Tensor&); static void check_launch().
+// non-finite checks. The Backend is described in glue.h.
 //
 // NB: the non-finite check costs one device-to-host copy of four flags per forward call (a
 // synchronisation) and a transient bool copy of each input; it is what turns a NaN or inf input,
@@ -24,20 +21,35 @@
 #include <type_traits>
 
 #include "diva_ext/info_nce_checks.h"
+#include "glue.h"
+#include "info_nce_kernels.cuh"
 
 namespace diva_ext {
 
-// c10's half types as the CUDA types the kernels instantiate (same bits; the same types under
-// the emulation).
-template <typename S>
-using nce_kernel_t =
-    std::conditional_t<std::is_same_v<S, at::Half>, __half,
-                       std::conditional_t<std::is_same_v<S, at::BFloat16>, __nv_bfloat16, S>>;
-
 template <typename Backend>
 struct InfoNceGlue {
-  // (loss, lse, stats, o): o is [B, D] (accumulation dtype) when save_o, else empty.
+  // The ops info_nce, _info_nce_forward and _info_nce_backward (docs in csrc/op_schemas.h).
+  static std::tuple<at::Tensor, at::Tensor> info_nce(const at::Tensor& q, const at::Tensor& k,
+                                                     const at::Tensor& queue, double temperature,
+                                                     c10::string_view weighting,
+                                                     double lower_cutoff, double upper_cutoff) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    auto [loss, lse, stats, o] = run_forward("info_nce", q, k, queue, temperature, weighting,
+                                             lower_cutoff, upper_cutoff, false);
+    return {loss, lse};
+  }
+
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+      const at::Tensor& q, const at::Tensor& k, const at::Tensor& queue, double temperature,
+      c10::string_view weighting, double lower_cutoff, double upper_cutoff, bool save_o) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    return run_forward("_info_nce_forward", q, k, queue, temperature, weighting, lower_cutoff,
+                       upper_cutoff, save_o);
+  }
+
+ private:
+  // (loss, lse, stats, o): o is [B, D] (accumulation dtype) when save_o, else empty.
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
       const char* op, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& queue_in,
       double temperature, c10::string_view weighting, double lower_cutoff, double upper_cutoff,
       bool save_o) {
@@ -58,9 +70,9 @@ struct InfoNceGlue {
     at::Tensor part_floored = at::empty({dance ? plan.splits : 0, b}, q.options().dtype(at::kLong));
     at::Tensor part_m_in = at::empty({dance ? plan.splits : 0, b}, acc_opts);
     at::Tensor part_o = at::empty({save_o ? plan.splits : 0, b, d}, acc_opts);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "info_nce_cuda", [&] {
+    DIVA_CUDA_DISPATCH(q.scalar_type(), "info_nce_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      using kt = nce_kernel_t<scalar_t>;
+      using kt = kernel_t<scalar_t>;
       cuda::launch_info_nce_forward<kt, acc_t>(
           Backend::template ptr<const kt>(q, "q"), Backend::template ptr<const kt>(k, "k"),
           Backend::template ptr<const kt>(queue, "queue"), b, kq, d, temperature, dance,
@@ -77,11 +89,13 @@ struct InfoNceGlue {
     return {loss, lse, stats, o};
   }
 
+ public:
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
       const at::Tensor& grad_loss_in, const at::Tensor& grad_lse_in, const at::Tensor& q_in,
       const at::Tensor& k_in, const at::Tensor& queue_in, const std::optional<at::Tensor>& stats_opt,
       const std::optional<at::Tensor>& o_opt, double temperature, c10::string_view weighting,
       double lower_cutoff, double upper_cutoff, bool needs_q, bool needs_k, bool needs_queue) {
+    [[maybe_unused]] const auto guard = Backend::guard(q_in);
     const at::Tensor stats_in = stats_opt.value_or(at::Tensor());
     const at::Tensor o_in = o_opt.value_or(at::Tensor());
     check_info_nce_backward_args(grad_loss_in, grad_lse_in, q_in, k_in, queue_in, stats_in, o_in,
@@ -104,7 +118,7 @@ struct InfoNceGlue {
     const at::Tensor stats =
         stats_in.defined()
             ? stats_in.contiguous()
-            : std::get<2>(forward("_info_nce_backward", q, k, queue, temperature, weighting,
+            : std::get<2>(run_forward("_info_nce_backward", q, k, queue, temperature, weighting,
                                   lower_cutoff, upper_cutoff, false));
     const at::Tensor o = needs_q && o_in.defined() ? o_in.contiguous() : at::Tensor();
     const bool recompute_q = needs_q && !o.defined() && kq > 0;
@@ -117,9 +131,9 @@ struct InfoNceGlue {
                                 : queue_in_acc         ? grad_queue
                                                        : at::empty({kq, d}, acc_opts);
     const at::Tensor g = grad_loss_in.contiguous(), h = grad_lse_in.contiguous();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "info_nce_backward_cuda", [&] {
+    DIVA_CUDA_DISPATCH(q.scalar_type(), "info_nce_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      using kt = nce_kernel_t<scalar_t>;
+      using kt = kernel_t<scalar_t>;
       cuda::launch_info_nce_backward<kt, acc_t>(
           Backend::template ptr<const kt>(g, "grad_loss"), Backend::template ptr<const kt>(h, "grad_lse"),
           Backend::template ptr<const kt>(q, "q"), Backend::template ptr<const kt>(k, "k"),

@@ -3,10 +3,10 @@
 //
 // One tile kernel serves every pass over the [B, K] inner products. A 256-thread block owns 64
 // "A" rows and walks a range of 64-row "B" tiles (a split); per tile it
-//   1. computes the 64 x 64 inner products S = A B^T into shared memory (tile_products: CUDA
-//      cores in Acc for float32/float64, nvcuda::wmma tensor-core tiles with float accumulation
-//      for float16/bfloat16; step 3 likewise, with P rounded to the input dtype as in
-//      FlashAttention). NB: float32 stays off TF32 tensor cores on purpose: TF32's 10-bit inputs
+//   1. computes the 64 x 64 inner products S = A B^T into shared memory (tile_products on
+//      tile_mma.cuh: CUDA cores in Acc for float32/float64, nvcuda::wmma tensor-core tiles with
+//      float accumulation for float16/bfloat16; step 3 likewise, with P rounded to the input
+//      dtype as in FlashAttention). NB: float32 stays off TF32 tensor cores on purpose: TF32's 10-bit inputs
 //      would put ~1e-3 relative errors into logits scaled by 1/T (up to 100), far outside the
 //      float32 contract the tests hold CPU and CUDA to (~1e-5);
 //   2. runs the epilogue of its mode on S, 4 threads per row, 16 entries each (the row's
@@ -31,13 +31,10 @@
 
 #include "diva_ext/device.h"
 #include "diva_ext/math/info_nce.h"
+#include "tile_mma.cuh"
 
 namespace diva_ext::cuda {
 
-constexpr int kNceTile = 64;     // A rows per block, B rows per tile
-constexpr int kNceStep = 16;     // reduction steps staged in shared memory
-constexpr int kNceThreads = 256; // GEMM: 16 x 16 threads, 4 x 4 outputs; epilogue: 4 per row
-constexpr int kNceVPad = 68;     // row stride of the staged slices
 constexpr int kNceFinishThreads = 128;
 
 enum NceMode : int { kNceWeights = 0, kNceLogits = 1, kNceGradQ = 2, kNceGradQueue = 3 };
@@ -53,30 +50,6 @@ struct NceDeviceMath {
   __device__ static __forceinline__ float expm1(float x) { return ::expm1f(x); }
   __device__ static __forceinline__ double expm1(double x) { return ::expm1(x); }
 };
-
-// T <-> Acc: float16/bfloat16 kernels see CUDA's __half / __nv_bfloat16 (c10's types under the
-// emulation), whose conversions are intrinsics (torch builds with __CUDA_NO_HALF_CONVERSIONS__).
-template <typename Acc, typename T>
-__device__ __forceinline__ Acc nce_load(T v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return static_cast<Acc>(__half2float(v));
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return static_cast<Acc>(__bfloat162float(v));
-  } else {
-    return static_cast<Acc>(v);
-  }
-}
-
-template <typename T, typename Acc>
-__device__ __forceinline__ T nce_store(Acc v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half(static_cast<float>(v));
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16(static_cast<float>(v));
-  } else {
-    return static_cast<T>(v);
-  }
-}
 
 // float16/bfloat16 run both products of a tile on tensor cores (nvcuda::wmma m16n16k16, float
 // accumulators); float32/float64 on CUDA cores in Acc.
@@ -95,13 +68,12 @@ constexpr int nce_s_pad() {
 // fragment origins 32-byte aligned. One row each for the other dtypes (unused).
 template <typename T>
 struct NceHalfTiles {
-  static constexpr int kRows = kNceTensorCores<T> ? kNceTile : 1;
-  static constexpr int kStepLd = kNceStep + 8;  // 24 halves: 48 bytes
-  static constexpr int kTileLd = kNceTile + 8;  // 72 halves: 144 bytes
-  __align__(32) T a[kRows][kStepLd];
-  __align__(32) T b[kRows][kStepLd];
-  __align__(32) T p[kRows][kTileLd];
-  __align__(32) T v[kRows][kTileLd];
+  static constexpr int kRows = kNceTensorCores<T> ? kTile : 1;
+  static constexpr int kPvLd = kTile + 8;  // 72 halves: 144 bytes
+  __align__(32) T a[kRows][kWmmaStepLd];
+  __align__(32) T b[kRows][kWmmaStepLd];
+  __align__(32) T p[kRows][kPvLd];
+  __align__(32) T v[kRows][kPvLd];
 };
 
 template <typename Acc>
@@ -129,45 +101,6 @@ struct NceTileArgs {
 
 // ---- 1. the tile of inner products --------------------------------------------------------
 
-// Tensor cores: warp w computes the 16 x 16 fragments (w / 2, 2 (w % 2)) and (w / 2, 2 (w % 2) + 1)
-// of the 4 x 4 fragment tile, k in steps of 16, and stores them (float) into s_tile.
-template <typename T, typename Acc>
-__device__ __forceinline__ void tile_products_wmma(const NceTileArgs<T, Acc>& p, long long a0,
-                                                   long long b0, gmem<Acc> s_tile,
-                                                   NceHalfTiles<T>& ht) {
-  namespace wmma = nvcuda::wmma;
-  constexpr int S = nce_s_pad<T>();
-  constexpr int ld = NceHalfTiles<T>::kStepLd;
-  const int tid = threadIdx.x, warp = tid / 32;
-  const int wm = warp / 2, wn = 2 * (warp % 2);
-  const int load_row = tid / 4, load_k = 4 * (tid % 4);
-  const T zero = nce_store<T>(0.0f);
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-  wmma::fill_fragment(acc[0], 0.0f);
-  wmma::fill_fragment(acc[1], 0.0f);
-  for (long long k0 = 0; k0 < p.d; k0 += kNceStep) {
-    for (int e = 0; e < 4; ++e) {
-      const long long k = k0 + load_k + e;
-      const long long ar = a0 + load_row, br = b0 + load_row;
-      ht.a[load_row][load_k + e] = (ar < p.rows_a && k < p.d) ? p.a[ar * p.d + k] : zero;
-      ht.b[load_row][load_k + e] = (br < p.rows_b && k < p.d) ? p.b[br * p.d + k] : zero;
-    }
-    __syncthreads();
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-    wmma::load_matrix_sync(fa, &ht.a[16 * wm][0], ld);
-    for (int f = 0; f < 2; ++f) {
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-      wmma::load_matrix_sync(fb, &ht.b[16 * (wn + f)][0], ld);
-      wmma::mma_sync(acc[f], fa, fb, acc[f]);
-    }
-    __syncthreads();
-  }
-  for (int f = 0; f < 2; ++f) {
-    wmma::store_matrix_sync(s_tile + (16 * wm) * S + 16 * (wn + f), acc[f], S, wmma::mem_row_major);
-  }
-}
-
-
 // S[r][c] = <a_r, b_c> for the 64 x 64 tile at rows a0 of a and b0 of b, into s_tile (row stride
 // nce_s_pad<T>()); rows beyond the ends read as 0. CUDA cores: the staging slices live inside
 // s_tile's storage (s_tile is written only after the last slice is consumed).
@@ -175,89 +108,44 @@ template <typename T, typename Acc>
 __device__ __forceinline__ void tile_products(const NceTileArgs<T, Acc>& p, long long a0,
                                               long long b0, gmem<Acc> s_tile, NceHalfTiles<T>& ht) {
   constexpr int S = nce_s_pad<T>();
+  const int tid = threadIdx.x;
+  const int load_row = tid / 4;
+  const long long ar = a0 + load_row, br = b0 + load_row;
+  const long long a_row = ar < p.rows_a ? ar : -1, b_row = br < p.rows_b ? br : -1;
   if constexpr (kNceTensorCores<T>) {
-    tile_products_wmma(p, a0, b0, s_tile, ht);
+    WmmaAcc acc[2];
+    tile_mma_wmma(acc, p.a, a_row, p.b, b_row, p.d, ht.a, ht.b);
+    store_wmma_pair(s_tile, acc, S);
     return;
   }
-  gmem<Acc> a_s = s_tile;                          // [kNceStep][kNceVPad], k-major
-  gmem<Acc> b_s = s_tile + kNceStep * kNceVPad;    // [kNceStep][kNceVPad]
-  const int tid = threadIdx.x;
+  gmem<Acc> a_s = s_tile;                        // [kTileStep][kTileLd], k-major
+  gmem<Acc> b_s = s_tile + kTileStep * kTileLd;  // [kTileStep][kTileLd]
   const int tx = tid % 16, ty = tid / 16;
-  const int load_row = tid / 4, load_k = 4 * (tid % 4);
   Acc acc[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
-  for (long long k0 = 0; k0 < p.d; k0 += kNceStep) {
-    for (int e = 0; e < 4; ++e) {
-      const long long k = k0 + load_k + e;
-      const long long ar = a0 + load_row, br = b0 + load_row;
-      a_s[(load_k + e) * kNceVPad + load_row] =
-          (ar < p.rows_a && k < p.d) ? nce_load<Acc>(p.a[ar * p.d + k]) : Acc(0);
-      b_s[(load_k + e) * kNceVPad + load_row] =
-          (br < p.rows_b && k < p.d) ? nce_load<Acc>(p.b[br * p.d + k]) : Acc(0);
-    }
-    __syncthreads();
-    for (int kk = 0; kk < kNceStep; ++kk) {
-      Acc av[4], bv[4];
-      for (int i = 0; i < 4; ++i) av[i] = a_s[kk * kNceVPad + ty + 16 * i];
-      for (int j = 0; j < 4; ++j) bv[j] = b_s[kk * kNceVPad + tx + 16 * j];
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
-    }
-    __syncthreads();
-  }
+  zero_block(acc);
+  tile_mma<TileCols::kInterleaved>(acc, p.a, a_row, p.b, b_row, p.d, a_s, b_s, [](Acc, Acc) {});
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) s_tile[(ty + 16 * i) * S + tx + 16 * j] = acc[i][j];
 }
 
 // ---- 3. out rows += P V -------------------------------------------------------------------
 
-// out[a0 + r][:] = out * row_scale[r] + sum_c P[r][c] v[b0 + c][:] (out = the sum on the first
-// tile). P is s_tile; v_s is a [kNceStep][kNceVPad] staging slice.
-template <typename T, typename Acc>
-__device__ __forceinline__ void accumulate_pv(const NceTileArgs<T, Acc>& p, long long a0,
-                                              long long b0, gmem<Acc> s_tile, gmem<Acc> v_s,
-                                              const Acc* row_scale, gmem<Acc> out, bool first,
-                                              NceHalfTiles<T>& ht) {
-  if constexpr (kNceTensorCores<T>) {
-    accumulate_pv_wmma(p, a0, b0, s_tile, row_scale, out, first, ht);
-    return;
-  }
-  constexpr int S = nce_s_pad<T>();
-  const int tid = threadIdx.x;
-  const int tx = tid % 16, ty = tid / 16;
-  const int load_kk = tid / 16, load_c = 4 * (tid % 16);
-  for (long long d0 = 0; d0 < p.d; d0 += kNceTile) {
-    Acc acc[4][4];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
-    for (int kk0 = 0; kk0 < kNceTile; kk0 += kNceStep) {
-      const long long vr = b0 + kk0 + load_kk;
-      for (int e = 0; e < 4; ++e) {
-        const long long c = d0 + load_c + e;
-        v_s[load_kk * kNceVPad + load_c + e] =
-            (vr < p.rows_b && c < p.d) ? nce_load<Acc>(p.b[vr * p.d + c]) : Acc(0);
-      }
-      __syncthreads();
-      for (int kk = 0; kk < kNceStep; ++kk) {
-        Acc pv[4], vv[4];
-        for (int i = 0; i < 4; ++i) pv[i] = s_tile[(ty + 16 * i) * S + kk0 + kk];
-        for (int j = 0; j < 4; ++j) vv[j] = v_s[kk * kNceVPad + tx + 16 * j];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) acc[i][j] += pv[i] * vv[j];
-      }
-      __syncthreads();
-    }
-    for (int i = 0; i < 4; ++i) {
-      const long long r = a0 + ty + 16 * i;
-      if (r >= p.rows_a) continue;
-      const Acc scale = row_scale[ty + 16 * i];
-      for (int j = 0; j < 4; ++j) {
-        const long long c = d0 + tx + 16 * j;
-        if (c >= p.d) continue;
-        const long long idx = r * p.d + c;
-        out[idx] = first ? acc[i][j] : out[idx] * scale + acc[i][j];
-      }
+// out[r][c] = add (first tile) or out * row_scale + add for the thread's register-block entries
+// (rows a0 + ty + 16 i, columns d0 + tx + 16 j) inside out, add = add_at(i, j).
+template <typename T, typename Acc, typename AddAt>
+__device__ __forceinline__ void add_pv_block(const NceTileArgs<T, Acc>& p, long long a0,
+                                             long long d0, const Acc* row_scale, gmem<Acc> out,
+                                             bool first, int tx, int ty, AddAt&& add_at) {
+  for (int i = 0; i < 4; ++i) {
+    const long long r = a0 + ty + 16 * i;
+    if (r >= p.rows_a) continue;
+    const Acc scale = row_scale[ty + 16 * i];
+    for (int j = 0; j < 4; ++j) {
+      const long long c = d0 + tx + 16 * j;
+      if (c >= p.d) continue;
+      const long long idx = r * p.d + c;
+      const Acc add = add_at(i, j);
+      out[idx] = first ? add : out[idx] * scale + add;
     }
   }
 }
@@ -270,50 +158,61 @@ __device__ __forceinline__ void accumulate_pv_wmma(const NceTileArgs<T, Acc>& p,
                                                    long long b0, gmem<Acc> s_tile,
                                                    const Acc* row_scale, gmem<Acc> out, bool first,
                                                    NceHalfTiles<T>& ht) {
-  namespace wmma = nvcuda::wmma;
   constexpr int S = nce_s_pad<T>();
-  constexpr int ld = NceHalfTiles<T>::kTileLd;
+  constexpr int ld = NceHalfTiles<T>::kPvLd;
   const int tid = threadIdx.x, warp = tid / 32;
   const int tx = tid % 16, ty = tid / 16;
   const int wm = warp / 2, wn = 2 * (warp % 2);
-  const T zero = nce_store<T>(0.0f);
-  for (long long d0 = 0; d0 < p.d; d0 += kNceTile) {
+  const T zero = from_acc<T>(0.0f);
+  for (long long d0 = 0; d0 < p.d; d0 += kTile) {
     for (int e = 0; e < 16; ++e) {  // thread: row tid / 4 of the chunk, 16 columns
       const int r = tid / 4, c = 16 * (tid % 4) + e;
       const long long vr = b0 + r, vc = d0 + c;
       ht.v[r][c] = (vr < p.rows_b && vc < p.d) ? p.b[vr * p.d + vc] : zero;
     }
     __syncthreads();
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-    wmma::fill_fragment(acc[0], 0.0f);
-    wmma::fill_fragment(acc[1], 0.0f);
-    for (int kk0 = 0; kk0 < kNceTile; kk0 += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-      wmma::load_matrix_sync(fa, &ht.p[16 * wm][kk0], ld);
-      for (int f = 0; f < 2; ++f) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, &ht.v[kk0][16 * (wn + f)], ld);
-        wmma::mma_sync(acc[f], fa, fb, acc[f]);
-      }
+    WmmaAcc acc[2];
+    nvcuda::wmma::fill_fragment(acc[0], 0.0f);
+    nvcuda::wmma::fill_fragment(acc[1], 0.0f);
+    for (int kk0 = 0; kk0 < kTile; kk0 += 16) {
+      wmma_pair_step<nvcuda::wmma::row_major>(
+          acc, &ht.p[16 * wm][kk0], [&](int f) { return &ht.v[kk0][16 * (wn + f)]; }, ld);
     }
-    for (int f = 0; f < 2; ++f) {
-      wmma::store_matrix_sync(s_tile + (16 * wm) * S + 16 * (wn + f), acc[f], S, wmma::mem_row_major);
-    }
+    store_wmma_pair(s_tile, acc, S);
     __syncthreads();
-    for (int i = 0; i < 4; ++i) {
-      const long long r = a0 + ty + 16 * i;
-      if (r >= p.rows_a) continue;
-      const Acc scale = row_scale[ty + 16 * i];
-      for (int j = 0; j < 4; ++j) {
-        const long long c = d0 + tx + 16 * j;
-        if (c >= p.d) continue;
-        const long long idx = r * p.d + c;
-        const Acc add = s_tile[(ty + 16 * i) * S + tx + 16 * j];
-        out[idx] = first ? add : out[idx] * scale + add;
-      }
-    }
+    add_pv_block(p, a0, d0, row_scale, out, first, tx, ty,
+                 [&](int i, int j) { return s_tile[(ty + 16 * i) * S + tx + 16 * j]; });
     // (No barrier here: the next chunk writes ht.v, whose reads all precede the barrier above,
     // and s_tile only after its own first barrier.)
+  }
+}
+
+// out[a0 + r][:] = out * row_scale[r] + sum_c P[r][c] v[b0 + c][:] (out = the sum on the first
+// tile). P is s_tile; v_s is a [kTileStep][kTileLd] staging slice.
+template <typename T, typename Acc>
+__device__ __forceinline__ void accumulate_pv(const NceTileArgs<T, Acc>& p, long long a0,
+                                              long long b0, gmem<Acc> s_tile, gmem<Acc> v_s,
+                                              const Acc* row_scale, gmem<Acc> out, bool first,
+                                              NceHalfTiles<T>& ht) {
+  if constexpr (kNceTensorCores<T>) {
+    accumulate_pv_wmma(p, a0, b0, s_tile, row_scale, out, first, ht);
+    return;
+  }
+  constexpr int S = nce_s_pad<T>();
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;
+  for (long long d0 = 0; d0 < p.d; d0 += kTile) {
+    Acc acc[4][4];
+    zero_block(acc);
+    for (int kk0 = 0; kk0 < kTile; kk0 += kTileStep) {
+      stage_rows<Acc>(v_s, p.b, b0 + kk0, p.rows_b, d0, p.d, tid);
+      __syncthreads();
+      mma_block(
+          acc, [&](int kk, int i) { return s_tile[(ty + 16 * i) * S + kk0 + kk]; },
+          [&](int kk, int j) { return slice_at(v_s, kk, tx + 16 * j); });
+      __syncthreads();
+    }
+    add_pv_block(p, a0, d0, row_scale, out, first, tx, ty, [&](int i, int j) { return acc[i][j]; });
   }
 }
 
@@ -337,22 +236,22 @@ __device__ __forceinline__ V quad_sum(V v) {
 }
 
 template <typename T, typename Acc, int kMode, bool kDance>
-__global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs<T, Acc> p) {
+__global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArgs<T, Acc> p) {
   DIVA_DYNAMIC_SHARED(Acc, smem);
   constexpr int S = nce_s_pad<T>();
-  gmem<Acc> s_tile = smem;                           // [kNceTile][S]
-  gmem<Acc> v_s = smem + kNceTile * S;               // [kNceStep][kNceVPad] (CUDA cores)
+  gmem<Acc> s_tile = smem;                           // [kTile][S]
+  gmem<Acc> v_s = smem + kTile * S;               // [kTileStep][kTileLd] (CUDA cores)
   __shared__ NceHalfTiles<T> ht;
-  __shared__ Acc row_scale[kNceTile];
-  __shared__ Acc q_lse[kNceTile], q_lse_lo[kNceTile], q_factor[kNceTile];
-  __shared__ math::DanceRow<Acc> q_dance[kNceTile];
+  __shared__ Acc row_scale[kTile];
+  __shared__ Acc q_lse[kTile], q_lse_lo[kTile], q_factor[kTile];
+  __shared__ math::DanceRow<Acc> q_dance[kTile];
 
   using M = NceDeviceMath;
   const int tid = threadIdx.x;
   const int er = tid / 4, eq = tid % 4;  // epilogue: row er, entries 16 eq .. 16 eq + 15
-  const long long a0 = static_cast<long long>(blockIdx.y) * kNceTile;
+  const long long a0 = static_cast<long long>(blockIdx.y) * kTile;
   const long long split = blockIdx.x;
-  const long long tiles = (p.rows_b + kNceTile - 1) / kNceTile;
+  const long long tiles = (p.rows_b + kTile - 1) / kTile;
   const long long t0 = split * p.tiles_per_split;
   const long long t1 = t0 + p.tiles_per_split < tiles ? t0 + p.tiles_per_split : tiles;
   const bool has_pv = kMode == kNceGradQ || kMode == kNceGradQueue || (kMode == kNceLogits && p.want_out);
@@ -361,7 +260,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
   // Statistics of the q rows: per A row for the q-side modes (loaded once), per B row for
   // kNceGradQueue (loaded per tile).
   auto load_q_stats = [&](long long q0, long long q_rows) {
-    if (tid < kNceTile) {
+    if (tid < kTile) {
       const long long r = q0 + tid;
       const bool ok = r < q_rows;
       q_lse[tid] = ok ? p.stats[r * math::kNceStatsColumns + math::kStatLse] : Acc(0);
@@ -371,13 +270,13 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
     }
   };
   if (kMode == kNceGradQ || (kMode == kNceLogits && kDance)) load_q_stats(a0, p.rows_a);
-  if (tid < kNceTile) row_scale[tid] = Acc(1);
+  if (tid < kTile) row_scale[tid] = Acc(1);
   // (No barrier here: tile_products is followed by one before anything reads these.)
 
   // The epilogue's P: in place in s_tile (CUDA cores) or as T in ht.p (tensor cores).
   auto put_p = [&](int e, Acc value) {
     if constexpr (kNceTensorCores<T>) {
-      ht.p[er][16 * eq + e] = nce_store<T>(value);
+      ht.p[er][16 * eq + e] = from_acc<T>(value);
     } else {
       s_tile[er * S + 16 * eq + e] = value;
     }
@@ -388,7 +287,7 @@ __global__ void __launch_bounds__(kNceThreads) info_nce_tiles_kernel(NceTileArgs
   std::int64_t floored = 0;
 
   for (long long t = t0; t < t1; ++t) {
-    const long long b0 = t * kNceTile;
+    const long long b0 = t * kTile;
     if (kMode == kNceGradQueue) load_q_stats(b0, p.rows_b);
     tile_products(p, a0, b0, s_tile, ht);
     __syncthreads();
@@ -513,7 +412,7 @@ __global__ void __launch_bounds__(kNceFinishThreads)
   const int tid = threadIdx.x;
   Acc dot = Acc(0);
   for (long long c = tid; c < d; c += kNceFinishThreads) {
-    dot += nce_load<Acc>(q[r * d + c]) * nce_load<Acc>(k[r * d + c]);
+    dot += to_acc<Acc>(q[r * d + c]) * to_acc<Acc>(k[r * d + c]);
   }
   partial[tid] = dot;
   __syncthreads();
@@ -533,8 +432,8 @@ __global__ void __launch_bounds__(kNceFinishThreads)
     stats[r * math::kNceStatsColumns + math::kStatLoss] = loss;
     stats[r * math::kNceStatsColumns + math::kStatLseLo] = lse_lo;
     if (!weight_stats) math::store_dance_row(stats, r, math::DanceRow<Acc>{Acc(0), Acc(0), Acc(0)});
-    loss_out[r] = nce_store<T>(loss);
-    lse_out[r] = nce_store<T>(lse);
+    loss_out[r] = from_acc<T>(loss);
+    lse_out[r] = from_acc<T>(lse);
     o_scale_s = o_scale;
   }
   __syncthreads();
@@ -558,8 +457,8 @@ __global__ void info_nce_grad_rows_kernel(gmem<const T> grad_loss, gmem<const T>
   const long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   Acc ps, ng;
-  math::row_grad_factors<NceDeviceMath>(stats[r * math::kNceStatsColumns + math::kStatLoss], nce_load<Acc>(grad_loss[r]),
-                                        nce_load<Acc>(grad_lse[r]), ps, ng);
+  math::row_grad_factors<NceDeviceMath>(stats[r * math::kNceStatsColumns + math::kStatLoss], to_acc<Acc>(grad_loss[r]),
+                                        to_acc<Acc>(grad_lse[r]), ps, ng);
   pos[r] = ps * inv_t;
   factor[r] = ng * inv_t;
 }
@@ -574,9 +473,9 @@ __global__ void info_nce_grad_finish_kernel(gmem<const T> q, gmem<const T> k, gm
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * d) return;
   const long long r = i / d;
-  if (grad_k) grad_k[i] = nce_store<T>(pos[r] * nce_load<Acc>(q[i]));
+  if (grad_k) grad_k[i] = from_acc<T>(pos[r] * to_acc<Acc>(q[i]));
   if (grad_q) {
-    Acc g = pos[r] * nce_load<Acc>(k[i]);
+    Acc g = pos[r] * to_acc<Acc>(k[i]);
     if (o) {
       g += factor[r] * o[i];
     } else {
@@ -584,7 +483,7 @@ __global__ void info_nce_grad_finish_kernel(gmem<const T> q, gmem<const T> k, gm
       for (long long s = 0; s < splits; ++s) neg += part_q[s * rows * d + i];
       g += neg;
     }
-    grad_q[i] = nce_store<T>(g);
+    grad_q[i] = from_acc<T>(g);
   }
 }
 
@@ -598,8 +497,8 @@ struct NcePlan {
 // split when single_split. rows_a, rows_b >= 1.
 inline NcePlan plan_info_nce(long long rows_a, long long rows_b, int num_sms, bool single_split) {
   NcePlan plan;
-  plan.row_blocks = (rows_a + kNceTile - 1) / kNceTile;
-  plan.tiles = (rows_b + kNceTile - 1) / kNceTile;
+  plan.row_blocks = (rows_a + kTile - 1) / kTile;
+  plan.tiles = (rows_b + kTile - 1) / kTile;
   long long splits = 1;
   if (!single_split) {
     const long long target = 2LL * (num_sms > 0 ? num_sms : 1);
@@ -616,8 +515,8 @@ inline NcePlan plan_info_nce(long long rows_a, long long rows_b, int num_sms, bo
 // tensor-core path stages V in its static NceHalfTiles). At most 42 KiB (float64).
 template <typename T, typename Acc>
 constexpr unsigned nce_smem_bytes() {
-  const int v_slice = kNceTensorCores<T> ? 0 : kNceStep * kNceVPad;
-  return static_cast<unsigned>((kNceTile * nce_s_pad<T>() + v_slice) * sizeof(Acc));
+  const int v_slice = kNceTensorCores<T> ? 0 : kTileStep * kTileLd;
+  return static_cast<unsigned>((kTile * nce_s_pad<T>() + v_slice) * sizeof(Acc));
 }
 
 template <typename T, typename Acc, int kMode>
@@ -625,10 +524,10 @@ void launch_info_nce_tiles(const NceTileArgs<T, Acc>& args, bool dance, const Nc
                            cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(plan.row_blocks));
   if (dance) {
-    DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, true>), grid, dim3(kNceThreads),
+    DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, true>), grid, dim3(kTileThreads),
                 (nce_smem_bytes<T, Acc>()), stream)(args);
   } else {
-    DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, false>), grid, dim3(kNceThreads),
+    DIVA_LAUNCH((info_nce_tiles_kernel<T, Acc, kMode, false>), grid, dim3(kTileThreads),
                 (nce_smem_bytes<T, Acc>()), stream)(args);
   }
 }

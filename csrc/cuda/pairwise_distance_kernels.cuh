@@ -1,11 +1,10 @@
 // CUDA kernels of pairwise_distance (torch-free: compiled by nvcc through pairwise_distance.cu
 // and on the CPU by the CUDA emulation, csrc/emulation/).
 //
-// Forward work split: one 256-thread block per 64 x 64 output tile. The block walks D in steps
-// of 16, staging a 64 x 16 slice of x and of y in shared memory (k-major, converted to Acc);
-// each thread accumulates a 4 x 4 micro-tile of inner products (rows ty + 16 i, columns
-// tx + 16 j, so shared-memory reads are conflict-free). The threads that load a row slice also
-// accumulate that row's squared norm; four lanes hold one row and combine it with shuffles. The
+// Forward work split: one 256-thread block per 64 x 64 output tile, x y^T by tile_mma
+// (tile_mma.cuh: D in steps of 16 staged in shared memory, k-major, converted to Acc; each
+// thread a 4 x 4 register block, rows ty + 16 i, columns tx + 16 j). The threads that load a
+// row slice also accumulate that row's squared norm; four lanes hold one row and combine it with shuffles. The
 // epilogue (expansion, exact recompute of near points and of entries beyond the expansion's
 // range, clamp, square root) runs in registers.
 //
@@ -13,63 +12,42 @@
 // w = pd_grad_weight(grad, out) built on the fly from the incoming gradient and the saved output
 // (so no [N, M] temporary): for grad_x, a = x, b = y and w_pk is element (p, k) of grad;
 // for grad_y (kTransposed), a = y, b = x and w_pk is element (k, p). One 256-thread block per
-// 64 rows p x 64 columns c; the block walks k in steps of 16 with w and b staged in shared memory.
+// 64 rows p x 64 columns c; the block walks k in steps of 16 with w and b staged in shared memory
+// (tile_mma.cuh's register blocking, mma_slices).
 // Row sums of w are reduced through shared memory ("owner computes", no atomics: deterministic).
 #pragma once
 
 #include "diva_ext/device.h"
 #include "diva_ext/math/pairwise_distance.h"
+#include "tile_mma.cuh"
 
 namespace diva_ext::cuda {
 
-constexpr int kPdTile = 64;     // rows per block tile, both axes
-constexpr int kPdStep = 16;     // reduction-axis step staged in shared memory
-constexpr int kPdThreads = 256; // 16 x 16 threads, 4 x 4 outputs each
-constexpr int kPdPad = 4;       // shared-memory row padding
-
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kPdThreads)
+__global__ void __launch_bounds__(kTileThreads)
     pairwise_distance_forward_kernel(gmem<const T> x, gmem<const T> y, gmem<T> out, long long n,
                                      long long m, long long d, bool squared, Acc eps) {
-  __shared__ Acc xs[kPdStep][kPdTile + kPdPad];
-  __shared__ Acc ys[kPdStep][kPdTile + kPdPad];
-  __shared__ Acc norm_xs[kPdTile];
-  __shared__ Acc norm_ys[kPdTile];
+  __shared__ Acc xs[kTileStep][kTileLd];
+  __shared__ Acc ys[kTileStep][kTileLd];
+  __shared__ Acc norm_xs[kTile];
+  __shared__ Acc norm_ys[kTile];
 
   const int tid = threadIdx.x;
   const int tx = tid % 16, ty = tid / 16;
-  const long long row0 = static_cast<long long>(blockIdx.y) * kPdTile;
-  const long long col0 = static_cast<long long>(blockIdx.x) * kPdTile;
-  // Loader mapping: thread tid stages row (tid / 4), reduction offsets 4 * (tid % 4) .. + 3.
+  const long long row0 = static_cast<long long>(blockIdx.y) * kTile;
+  const long long col0 = static_cast<long long>(blockIdx.x) * kTile;
+  // tile_mma's loader thread stages row tid / 4 of x and of y (and sums its squares here).
   const int load_row = tid / 4;
-  const int load_k = 4 * (tid % 4);
+  const long long xr = row0 + load_row, yr = col0 + load_row;
 
   Acc acc[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
+  zero_block(acc);
   Acc norm_x_part = Acc(0), norm_y_part = Acc(0);
-
-  for (long long k0 = 0; k0 < d; k0 += kPdStep) {
-    for (int e = 0; e < 4; ++e) {
-      const long long k = k0 + load_k + e;
-      const long long xr = row0 + load_row, yr = col0 + load_row;
-      const Acc xv = (xr < n && k < d) ? static_cast<Acc>(x[xr * d + k]) : Acc(0);
-      const Acc yv = (yr < m && k < d) ? static_cast<Acc>(y[yr * d + k]) : Acc(0);
-      xs[load_k + e][load_row] = xv;
-      ys[load_k + e][load_row] = yv;
-      norm_x_part += xv * xv;
-      norm_y_part += yv * yv;
-    }
-    __syncthreads();
-    for (int kk = 0; kk < kPdStep; ++kk) {
-      Acc a[4], b[4];
-      for (int i = 0; i < 4; ++i) a[i] = xs[kk][ty + 16 * i];
-      for (int j = 0; j < 4; ++j) b[j] = ys[kk][tx + 16 * j];
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
-    }
-    __syncthreads();
-  }
+  tile_mma<TileCols::kInterleaved>(acc, x, xr < n ? xr : -1, y, yr < m ? yr : -1, d, xs, ys,
+                                   [&](Acc xv, Acc yv) {
+                                     norm_x_part += xv * xv;
+                                     norm_y_part += yv * yv;
+                                   });
 
   // The four lanes that loaded one row are adjacent within a warp.
   for (int offset = 1; offset < 4; offset *= 2) {
@@ -94,70 +72,58 @@ __global__ void __launch_bounds__(kPdThreads)
       const Acc v = math::pd_needs_exact(s, nx, ny)
                         ? math::pd_finish(math::pd_direct<Acc>(x + r * d, y + c * d, d), squared, eps)
                         : math::pd_finish(s, squared, eps);
-      out[r * m + c] = static_cast<T>(v);
+      out[r * m + c] = from_acc<T>(v);
     }
   }
 }
 
 template <typename T, typename Acc, bool kTransposed>
-__global__ void __launch_bounds__(kPdThreads)
+__global__ void __launch_bounds__(kTileThreads)
     pairwise_distance_backward_kernel(gmem<const T> grad, gmem<const T> out, gmem<const T> a,
                                       gmem<const T> b, gmem<T> grad_a, long long rows_a,
                                       long long rows_b, long long d, bool squared, Acc eps,
                                       bool accumulate) {
-  __shared__ Acc ws[kPdStep][kPdTile + kPdPad];
-  __shared__ Acc bs[kPdStep][kPdTile + kPdPad];
-  __shared__ Acc row_sum_parts[4][kPdTile];
-  __shared__ Acc row_sums[kPdTile];
+  __shared__ Acc ws[kTileStep][kTileLd];
+  __shared__ Acc bs[kTileStep][kTileLd];
+  __shared__ Acc row_sum_parts[4][kTile];
+  __shared__ Acc row_sums[kTile];
 
   const int tid = threadIdx.x;
   const int tx = tid % 16, ty = tid / 16;
-  const long long p0 = static_cast<long long>(blockIdx.y) * kPdTile;
-  const long long c0 = static_cast<long long>(blockIdx.x) * kPdTile;
+  const long long p0 = static_cast<long long>(blockIdx.y) * kTile;
+  const long long c0 = static_cast<long long>(blockIdx.x) * kTile;
   // grad/out are [rows_a, rows_b] (or transposed); consecutive threads read consecutive memory.
-  const int w_p = kTransposed ? tid % kPdTile : tid / 4;
-  const int w_group = kTransposed ? tid / kPdTile : tid % 4;
+  const int w_p = kTransposed ? tid % kTile : tid / 4;
+  const int w_group = kTransposed ? tid / kTile : tid % 4;
   const int w_k = 4 * w_group;
   const long long ld = kTransposed ? rows_a : rows_b;  // leading dimension of grad and out
-  const int b_k = tid / 16;
-  const int b_c = 4 * (tid % 16);
 
   Acc acc[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
+  zero_block(acc);
   Acc row_sum_part = Acc(0);
   const Acc clamped = math::pd_clamped_output<T>(eps);
 
-  for (long long k0 = 0; k0 < rows_b; k0 += kPdStep) {
+  for (long long k0 = 0; k0 < rows_b; k0 += kTileStep) {
     for (int e = 0; e < 4; ++e) {
       const long long p = p0 + w_p, k = k0 + w_k + e;
       Acc w = Acc(0);
       if (p < rows_a && k < rows_b) {
         const long long idx = kTransposed ? k * ld + p : p * ld + k;
-        w = math::pd_grad_weight(static_cast<Acc>(grad[idx]), static_cast<Acc>(out[idx]), squared,
+        w = math::pd_grad_weight(to_acc<Acc>(grad[idx]), to_acc<Acc>(out[idx]), squared,
                                  clamped);
       }
       ws[w_k + e][w_p] = w;
       row_sum_part += w;
     }
-    for (int e = 0; e < 4; ++e) {
-      const long long k = k0 + b_k, c = c0 + b_c + e;
-      bs[b_k][b_c + e] = (k < rows_b && c < d) ? static_cast<Acc>(b[k * d + c]) : Acc(0);
-    }
+    stage_rows<Acc>(bs, b, k0, rows_b, c0, d, tid);
     __syncthreads();
-    for (int kk = 0; kk < kPdStep; ++kk) {
-      Acc wv[4], bv[4];
-      for (int i = 0; i < 4; ++i) wv[i] = ws[kk][ty + 16 * i];
-      for (int j = 0; j < 4; ++j) bv[j] = bs[kk][tx + 16 * j];
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] += wv[i] * bv[j];
-    }
+    mma_slices<TileCols::kInterleaved>(acc, ws, bs, tx, ty);
     __syncthreads();
   }
 
   row_sum_parts[w_group][w_p] = row_sum_part;
   __syncthreads();
-  if (tid < kPdTile) {
+  if (tid < kTile) {
     row_sums[tid] = row_sum_parts[0][tid] + row_sum_parts[1][tid] + row_sum_parts[2][tid] +
                     row_sum_parts[3][tid];
   }
@@ -170,15 +136,15 @@ __global__ void __launch_bounds__(kPdThreads)
     for (int j = 0; j < 4; ++j) {
       const long long c = c0 + tx + 16 * j;
       if (c >= d) continue;
-      Acc g = static_cast<Acc>(a[p * d + c]) * rs - acc[i][j];
-      if (accumulate) g += static_cast<Acc>(grad_a[p * d + c]);
-      grad_a[p * d + c] = static_cast<T>(g);
+      Acc g = to_acc<Acc>(a[p * d + c]) * rs - acc[i][j];
+      if (accumulate) g += to_acc<Acc>(grad_a[p * d + c]);
+      grad_a[p * d + c] = from_acc<T>(g);
     }
   }
 }
 
 inline unsigned pd_blocks(long long extent) {
-  return static_cast<unsigned>((extent + kPdTile - 1) / kPdTile);
+  return static_cast<unsigned>((extent + kTile - 1) / kTile);
 }
 
 // out [n, m] = distances between the rows of x [n, d] and y [m, d] (contiguous).
@@ -188,7 +154,7 @@ void launch_pairwise_distance_forward(gmem<const T> x, gmem<const T> y, gmem<T> 
                                       long long m, long long d, bool squared, double eps,
                                       cudaStream_t stream) {
   const dim3 grid(pd_blocks(m), pd_blocks(n));
-  DIVA_LAUNCH((pairwise_distance_forward_kernel<T, Acc>), grid, dim3(kPdThreads), 0, stream)(
+  DIVA_LAUNCH((pairwise_distance_forward_kernel<T, Acc>), grid, dim3(kTileThreads), 0, stream)(
       x, y, out, n, m, d, squared, static_cast<Acc>(eps));
 }
 
@@ -203,11 +169,11 @@ void launch_pairwise_distance_backward_side(gmem<const T> grad, gmem<const T> ou
                                             cudaStream_t stream) {
   const dim3 grid(pd_blocks(d), pd_blocks(rows_a));
   if (transposed) {
-    DIVA_LAUNCH((pairwise_distance_backward_kernel<T, Acc, true>), grid, dim3(kPdThreads), 0,
+    DIVA_LAUNCH((pairwise_distance_backward_kernel<T, Acc, true>), grid, dim3(kTileThreads), 0,
                 stream)(grad, out, a, b, grad_a, rows_a, rows_b, d, squared, static_cast<Acc>(eps),
                         accumulate);
   } else {
-    DIVA_LAUNCH((pairwise_distance_backward_kernel<T, Acc, false>), grid, dim3(kPdThreads), 0,
+    DIVA_LAUNCH((pairwise_distance_backward_kernel<T, Acc, false>), grid, dim3(kTileThreads), 0,
                 stream)(grad, out, a, b, grad_a, rows_a, rows_b, d, squared, static_cast<Acc>(eps),
                         accumulate);
   }

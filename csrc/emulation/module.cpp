@@ -1,5 +1,5 @@
 // The test-only extension diva_ext._cuda_emulated: the project's CUDA kernels compiled for the
-// CPU through the CUDA emulation (csrc/include/diva_ext/emulation/) and registered as
+// CPU through the CUDA emulation (csrc/emulation/) and registered as
 // torch.ops.diva_ext_emulated.*. Each op's file adds its schemas with
 // TORCH_LIBRARY_FRAGMENT(diva_ext_emulated, m); see README.md in this folder.
 #include <torch/library.h>

@@ -3,8 +3,6 @@
 // Used by python_tests/test_cuda_emulation_harness.py, which holds the expected results.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -74,14 +72,6 @@ void add_fault_pair(std::map<std::string, Case>& cases, const std::string& name)
       (in<float>(t[0], "x"), inout<float>(out, "out"));
       return Tensors{out};
     };
-  } else if (name == "sum") {
-    cases[key] = [](const Tensors& t) {
-      at::Tensor out = at::zeros({1}, t[0].options());
-      const int n = static_cast<int>(t[0].numel());
-      DIVA_LAUNCH(k::sum_kernel<kGood>, blocks_of(n, 64), 64, 0, stream())
-      (in<float>(t[0], "x"), inout<float>(out, "out"), n);
-      return Tensors{out};
-    };
   }
 }
 
@@ -95,17 +85,16 @@ Case warp_sum_case() {
   };
 }
 
-template <typename T, typename LayoutB, int M, int N, int K>
+template <typename T, typename LayoutB>
 Tensors run_wmma(const Tensors& t, at::ScalarType type) {
-  // t: a [M, K], b [K, N], c [M, N] float; b is passed in LayoutB's memory order.
+  // t: a [16, 16], b [16, 16] float; b is passed in LayoutB's memory order.
   const at::Tensor a = t[0].to(type).contiguous();
   at::Tensor b = t[1].to(type);
   if (std::is_same_v<LayoutB, nvcuda::wmma::col_major>) b = b.t();
   b = b.contiguous();
-  const at::Tensor c = t[2].contiguous();
-  at::Tensor d = at::empty({M, N}, t[2].options());
-  DIVA_LAUNCH((k::wmma_kernel<T, LayoutB, M, N, K>), 1, 32, M * K * sizeof(T), stream())
-  (in<T>(a, "a"), in<T>(b, "b"), in<float>(c, "c"), inout<float>(d, "d"));
+  at::Tensor d = at::empty({16, 16}, t[0].options());
+  DIVA_LAUNCH((k::wmma_kernel<T, LayoutB>), 1, 32, 16 * 16 * sizeof(T), stream())
+  (in<T>(a, "a"), in<T>(b, "b"), inout<float>(d, "d"));
   return Tensors{d};
 }
 
@@ -114,57 +103,24 @@ const std::map<std::string, Case>& cases() {
     std::map<std::string, Case> m;
     m["shuffles"] = [](const Tensors& t) {  // x: [n] float or double, n a multiple of 32
       const int n = static_cast<int>(t[0].numel());
-      at::Tensor out = at::empty({7, n}, t[0].options());
+      at::Tensor out = at::empty({4, n}, t[0].options());
       AT_DISPATCH_FLOATING_TYPES(t[0].scalar_type(), "shuffles", [&] {
         DIVA_LAUNCH(k::shuffles_kernel<scalar_t>, 1, n, 0, stream())
         (in<scalar_t>(t[0], "x"), inout<scalar_t>(out, "out"), n);
       });
       return Tensors{out};
     };
-    m["votes"] = [](const Tensors& t) {
+    m["conversions"] = [](const Tensors& t) {
       const int n = static_cast<int>(t[0].numel());
-      at::Tensor out = at::full({5, n}, -1, t[0].options().dtype(at::kLong));
-      const gmem<long long> o(reinterpret_cast<long long*>(out.data_ptr<int64_t>()), out.numel(), "out");
-      DIVA_LAUNCH(k::votes_kernel, 1, n, 0, stream())(in<float>(t[0], "x"), o, n);
-      return Tensors{out};
-    };
-    m["block_votes"] = [](const Tensors& t) {  // x: [blocks * 96]
-      const int blocks = static_cast<int>(t[0].numel() / 96);
-      at::Tensor out = at::empty({blocks, 3}, t[0].options().dtype(at::kInt));
-      DIVA_LAUNCH(k::block_votes_kernel, blocks, 96, 0, stream())(in<float>(t[0], "x"), inout<int>(out, "out"));
-      return Tensors{out};
-    };
-    m["atomics"] = [](const Tensors& t) {
-      const int n = static_cast<int>(t[0].numel());
-      at::Tensor f = at::tensor({0.0f, -1e30f, 0.0f});
-      at::Tensor d = at::zeros({1}, at::kDouble);
-      at::Tensor i = at::tensor({0, INT32_MIN, INT32_MAX}, at::kInt);
-      at::Tensor u = at::zeros({1}, at::kLong);  // unsigned long long counter
-      at::Tensor w = at::zeros({1}, at::kInt);   // unsigned counter
-      DIVA_LAUNCH(k::atomics_kernel, blocks_of(n, 96), 96, 0, stream())
-      (in<float>(t[0], "x"), inout<float>(f, "f"), inout<double>(d, "d"), inout<int>(i, "k"),
-       gmem<unsigned long long>(reinterpret_cast<unsigned long long*>(u.data_ptr<int64_t>()), 1, "u"),
-       gmem<unsigned>(reinterpret_cast<unsigned*>(w.data_ptr<int>()), 1, "w"), n);
-      return Tensors{f, d, i, u, w};
-    };
-    m["fast_math"] = [](const Tensors& t) {
-      const int n = static_cast<int>(t[0].numel());
-      at::Tensor out = at::empty({13, n}, t[0].options());
-      DIVA_LAUNCH(k::fast_math_kernel, blocks_of(n, 64), 64, 0, stream())(in<float>(t[0], "x"), inout<float>(out, "out"), n);
+      at::Tensor out = at::empty({5, n}, t[0].options());
+      DIVA_LAUNCH(k::conversions_kernel, blocks_of(n, 64), 64, 0, stream())(in<float>(t[0], "x"), inout<float>(out, "out"), n);
       return Tensors{out};
     };
     namespace wmma = nvcuda::wmma;
-    m["wmma_half"] = [](const Tensors& t) { return run_wmma<__half, wmma::row_major, 16, 16, 16>(t, at::kHalf); };
-    m["wmma_half_col_major"] = [](const Tensors& t) { return run_wmma<__half, wmma::col_major, 16, 16, 16>(t, at::kHalf); };
-    m["wmma_bf16"] = [](const Tensors& t) { return run_wmma<__nv_bfloat16, wmma::row_major, 16, 16, 16>(t, at::kBFloat16); };
-    m["wmma_half_32x8x16"] = [](const Tensors& t) { return run_wmma<__half, wmma::row_major, 32, 8, 16>(t, at::kHalf); };
-    m["wmma_tf32"] = [](const Tensors& t) {
-      at::Tensor d = at::empty({16, 16}, t[0].options());
-      DIVA_LAUNCH(k::wmma_tf32_kernel, 1, 32, 0, stream())
-      (in<float>(t[0].contiguous(), "a"), in<float>(t[1].contiguous(), "b"), inout<float>(d, "d"));
-      return Tensors{d};
-    };
-    for (const char* name : {"reverse", "tile_sum", "scale", "shared_rotate", "dynamic_rotate", "sum"}) {
+    m["wmma_half"] = [](const Tensors& t) { return run_wmma<__half, wmma::row_major>(t, at::kHalf); };
+    m["wmma_half_col_major"] = [](const Tensors& t) { return run_wmma<__half, wmma::col_major>(t, at::kHalf); };
+    m["wmma_bf16"] = [](const Tensors& t) { return run_wmma<__nv_bfloat16, wmma::row_major>(t, at::kBFloat16); };
+    for (const char* name : {"reverse", "tile_sum", "scale", "shared_rotate", "dynamic_rotate"}) {
       add_fault_pair<true>(m, name);
       add_fault_pair<false>(m, name);
     }
@@ -172,14 +128,6 @@ const std::map<std::string, Case>& cases() {
     m["warp_sum_fault_offset"] = warp_sum_case<1>();
     m["warp_sum_fault_mask"] = warp_sum_case<2>();
     m["warp_sum_fault_butterfly"] = warp_sum_case<3>();
-    m["spin_lock_sum"] = [](const Tensors& t) {
-      at::Tensor out = at::zeros({1}, t[0].options());
-      at::Tensor lock = at::zeros({1}, t[0].options().dtype(at::kInt));
-      const int n = static_cast<int>(t[0].numel());
-      DIVA_LAUNCH(k::spin_lock_sum_kernel, blocks_of(n, 64), 64, 0, stream())
-      (in<float>(t[0], "x"), inout<float>(out, "out"), inout<int>(lock, "lock"), n);
-      return Tensors{out};
-    };
     m["inter_block_spin_fault"] = [](const Tensors& t) {
       at::Tensor flags = at::zeros({2}, t[0].options().dtype(at::kInt));
       DIVA_LAUNCH(k::inter_block_spin_kernel, 2, 32, 0, stream())(inout<int>(flags, "flags"));

@@ -5,136 +5,52 @@
 //    twin, to prove the emulation catches the bug (a wrong result or a launch error).
 #pragma once
 
-#include <type_traits>
-
 #include "diva_ext/device.h"
 
 namespace diva_ext::emulation_selftest {
 
 // ---- Intrinsic probes ---------------------------------------------------------------------
 
-// out[r, i] for 7 shuffle variants of x[i]; one block of `n` threads (a multiple of 32).
+// out[r, i] for the shuffle variants the kernels and the planted faults use, of x[i]; one block
+// of `n` threads (a multiple of 32).
 template <typename T>
 __global__ void shuffles_kernel(gmem<const T> x, gmem<T> out, int n) {
-  const int i = threadIdx.x, lane = i % 32;
-  const T v = x[i];
-  out[0 * n + i] = __shfl_sync(0xffffffffu, v, (lane * 7 + 3) % 32);
-  out[1 * n + i] = __shfl_sync(0xffffffffu, v, lane + 5, 8);
-  out[2 * n + i] = __shfl_up_sync(0xffffffffu, v, 3);
-  out[3 * n + i] = __shfl_down_sync(0xffffffffu, v, 5);
-  out[4 * n + i] = __shfl_xor_sync(0xffffffffu, v, 9);
-  out[5 * n + i] = __shfl_down_sync(0xffffffffu, v, 2, 16);
-  out[6 * n + i] = __shfl_up_sync(0xffffffffu, v, 1, 4);
-}
-
-// Votes of p = x[i] > 0 (one block of n threads, a multiple of 32): out[0..4, i] =
-// ballot, any, all, ballot over the even lanes (odd lanes: 0), __activemask() after the
-// threads with x[i] < -1 returned (those: untouched).
-__global__ void votes_kernel(gmem<const float> x, gmem<long long> out, int n) {
   const int i = threadIdx.x;
-  const int p = x[i] > 0.0f;
-  out[0 * n + i] = __ballot_sync(0xffffffffu, p);
-  out[1 * n + i] = __any_sync(0xffffffffu, p);
-  out[2 * n + i] = __all_sync(0xffffffffu, p);
-  out[3 * n + i] = (i % 2 == 0) ? __ballot_sync(0x55555555u, p) : 0u;
-  __syncwarp();
-  if (x[i] < -1.0f) return;
-  out[4 * n + i] = __activemask();
+  const T v = x[i];
+  out[0 * n + i] = __shfl_xor_sync(0xffffffffu, v, 9);
+  out[1 * n + i] = __shfl_xor_sync(0xffffffffu, v, 2);
+  out[2 * n + i] = __shfl_down_sync(0xffffffffu, v, 5);
+  out[3 * n + i] = __shfl_down_sync(0xffffffffu, v, 2, 16);
 }
 
-// Block reductions of p = x[i] > 0: out[b, 0..2] = __syncthreads_count, _and, _or.
-__global__ void block_votes_kernel(gmem<const float> x, gmem<int> out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  const int p = x[i] > 0.0f;
-  const int count = __syncthreads_count(p);
-  const int all = __syncthreads_and(p);
-  const int any = __syncthreads_or(p);
-  if (threadIdx.x == 0) {
-    out[blockIdx.x * 3 + 0] = count;
-    out[blockIdx.x * 3 + 1] = all;
-    out[blockIdx.x * 3 + 2] = any;
-  }
-}
-
-// Atomics over x[0..n): out = {sum (float), sum (double), count of x > 0 (int),
-// max and min of floor(100 x) (int), sum of 1 (unsigned long long), max x (CAS loop on float
-// bits), count via atomicInc (unsigned), last value exchanged is some x (checked in Python)}.
-__global__ void atomics_kernel(gmem<const float> x, gmem<float> f, gmem<double> d, gmem<int> k,
-                               gmem<unsigned long long> u, gmem<unsigned> w, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float v = x[i];
-  atomicAdd(&f[0], v);
-  atomicAdd(d + 0, static_cast<double>(v));
-  if (v > 0.0f) atomicAdd(&k[0], 1);
-  const int q = __float2int_rd(v * 100.0f);
-  atomicMax(&k[1], q);
-  atomicMin(&k[2], q);
-  atomicAdd(&u[0], 1ull);
-  // Float max by compare-and-swap on the bit pattern.
-  int* bits = reinterpret_cast<int*>(&f[1]);
-  int old = *bits;
-  while (__int_as_float(old) < v) {
-    const int seen = atomicCAS(bits, old, __float_as_int(v));
-    if (seen == old) break;
-    old = seen;
-  }
-  atomicInc(&w[0], 0xffffffffu);
-  atomicExch(&f[2], v);
-}
-
-// Fast-math and conversion intrinsics, one row per function (x > 0).
-__global__ void fast_math_kernel(gmem<const float> x, gmem<float> out, int n) {
+// The conversions and single-rounding intrinsics of the kernels, one row per function (x > 0).
+__global__ void conversions_kernel(gmem<const float> x, gmem<float> out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float v = x[i];
   int r = 0;
-  out[r++ * n + i] = __expf(v);
-  out[r++ * n + i] = __logf(v);
-  out[r++ * n + i] = rsqrtf(v);
-  out[r++ * n + i] = __fdividef(v, 3.0f);
-  out[r++ * n + i] = fmaf(v, v, 1.0f);
-  out[r++ * n + i] = exp2f(v);
-  out[r++ * n + i] = log2f(v);
-  out[r++ * n + i] = __saturatef(v - 1.0f);
-  out[r++ * n + i] = static_cast<float>(__float2int_rn(v * 10.0f));
-  out[r++ * n + i] = fminf(v, 1.0f) + fmaxf(v, 2.0f);
   out[r++ * n + i] = __half2float(__float2half(v));
   out[r++ * n + i] = __bfloat162float(__float2bfloat16(v));
-  out[r++ * n + i] = __ldg(x + i);
+  out[r++ * n + i] = __fmul_rn(v, 3.0f);
+  out[r++ * n + i] = __fadd_rn(v, 1.0f);
+  out[r++ * n + i] = __fmaf_rn(v, v, 1.0f);
 }
 
-// One warp: d = a @ b + c with wmma. a [M, K] row-major is staged through dynamic shared memory,
-// b [K, N] is read from global memory in the layout LayoutB (row-major: b[k * N + j];
-// col-major: b[j * K + k]), c and d are [M, N] row-major float.
-template <typename T, typename LayoutB, int M, int N, int K>
-__global__ void wmma_kernel(gmem<const T> a, gmem<const T> b, gmem<const float> c, gmem<float> d) {
+// One warp: d = a @ b with wmma m16n16k16. a [16, 16] row-major is staged through dynamic
+// shared memory, b [16, 16] is read from global memory in the layout LayoutB (row-major:
+// b[k * 16 + j]; col-major: b[j * 16 + k]), d is [16, 16] row-major float.
+template <typename T, typename LayoutB>
+__global__ void wmma_kernel(gmem<const T> a, gmem<const T> b, gmem<float> d) {
   namespace wmma = nvcuda::wmma;
   DIVA_DYNAMIC_SHARED(T, a_tile);
-  for (int e = threadIdx.x; e < M * K; e += 32) a_tile[e] = a[e];
-  __syncwarp();
-  wmma::fragment<wmma::matrix_a, M, N, K, T, wmma::row_major> fa;
-  wmma::fragment<wmma::matrix_b, M, N, K, T, LayoutB> fb;
-  wmma::fragment<wmma::accumulator, M, N, K, float> fc;
-  wmma::load_matrix_sync(fa, a_tile, K);
-  wmma::load_matrix_sync(fb, b, std::is_same_v<LayoutB, wmma::row_major> ? N : K);
-  wmma::load_matrix_sync(fc, c, N, wmma::mem_row_major);
-  wmma::mma_sync(fc, fa, fb, fc);
-  for (int e = 0; e < fc.num_elements; ++e) fc.x[e] *= 2.0f;  // element-wise ops on x[] work
-  wmma::store_matrix_sync(d, fc, N, wmma::mem_row_major);
-}
-
-// tf32 variant: one warp, m16n16k8, a [16, 8] and b [8, 16] row-major from global memory.
-__global__ void wmma_tf32_kernel(gmem<const float> a, gmem<const float> b, gmem<float> d) {
-  namespace wmma = nvcuda::wmma;
-  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
-  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc;
+  for (int e = threadIdx.x; e < 16 * 16; e += 32) a_tile[e] = a[e];
+  __syncthreads();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
   wmma::fill_fragment(fc, 0.0f);
-  wmma::load_matrix_sync(fa, a, 8);
+  wmma::load_matrix_sync(fa, a_tile, 16);
   wmma::load_matrix_sync(fb, b, 16);
-  for (int e = 0; e < fa.num_elements; ++e) fa.x[e] = wmma::__float_to_tf32(fa.x[e]);
-  for (int e = 0; e < fb.num_elements; ++e) fb.x[e] = wmma::__float_to_tf32(fb.x[e]);
   wmma::mma_sync(fc, fa, fb, fc);
   wmma::store_matrix_sync(d, fc, 16, wmma::mem_row_major);
 }
@@ -216,38 +132,13 @@ __global__ void warp_sum_kernel(gmem<const float> x, gmem<float> out) {
   if (i % 32 == 0) out[i / 32] = v;
 }
 
-// Sums x into out[0]. Fault: a plain read-modify-write instead of atomicAdd (lost updates).
-template <bool kAtomic>
-__global__ void sum_kernel(gmem<const float> x, gmem<float> out, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  if (kAtomic) {
-    atomicAdd(&out[0], x[i]);
-  } else {
-    out[0] = out[0] + x[i];
-  }
-}
-
-// Sums x into out[0] with a plain read-modify-write under a spin lock (lock[0], initially 0).
-// Correct on Volta+ (independent thread scheduling); here it needs the forced yields of
-// spinning threads to let the lock holder run.
-__global__ void spin_lock_sum_kernel(gmem<const float> x, gmem<float> out, gmem<int> lock, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  while (atomicCAS(&lock[0], 0, 1) != 0) {
-  }
-  __threadfence();
-  out[0] = out[0] + x[i];
-  __threadfence();
-  atomicExch(&lock[0], 0);
-}
-
 // Fault: each of two blocks spins until the other has set its flag, assuming both blocks run
-// at the same time (nothing guarantees it without a cooperative launch).
+// at the same time (nothing guarantees it without a cooperative launch). The emulation runs the
+// blocks one after another, so the spin never ends; it must fail the launch, not hang.
 __global__ void inter_block_spin_kernel(gmem<int> flags) {
   if (threadIdx.x != 0) return;
-  atomicExch(&flags[blockIdx.x], 1);
-  while (atomicAdd(&flags[1 - blockIdx.x], 0) == 0) {
+  flags[blockIdx.x] = 1;
+  while (flags[1 - blockIdx.x] == 0) {
   }
 }
 

@@ -74,7 +74,7 @@ template <typename Acc, typename Ptr>
 DIVA_HD PdDirect<Acc> pd_direct(Ptr a, Ptr b, long long dim) {
   Acc big = Acc(0);
   for (long long k = 0; k < dim; ++k) {
-    const Acc diff = pd_abs(static_cast<Acc>(a[k]) - static_cast<Acc>(b[k]));
+    const Acc diff = pd_abs(to_acc<Acc>(a[k]) - to_acc<Acc>(b[k]));
     big = diff > big ? diff : big;
   }
   const Acc big_sq = big * big;
@@ -86,7 +86,7 @@ DIVA_HD PdDirect<Acc> pd_direct(Ptr a, Ptr b, long long dim) {
   const Acc scale = plain ? Acc(1) : big;
   Acc s = Acc(0);
   for (long long k = 0; k < dim; ++k) {
-    Acc diff = static_cast<Acc>(a[k]) - static_cast<Acc>(b[k]);
+    Acc diff = to_acc<Acc>(a[k]) - to_acc<Acc>(b[k]);
     if (!plain) diff /= scale;
     s += diff * diff;
   }
@@ -119,7 +119,7 @@ DIVA_HD Acc pd_finish(PdDirect<Acc> r, bool squared, Acc eps) {
 // becomes 1.0133e-6), and then w = grad / out ~ 1e6 cancels catastrophically.
 template <typename T, typename Acc>
 DIVA_HD Acc pd_clamped_output(Acc eps) {
-  return static_cast<Acc>(static_cast<T>(pd_finish(Acc(0), false, eps)));
+  return to_acc<Acc>(from_acc<T>(pd_finish(Acc(0), false, eps)));
 }
 
 // d out_ij / d s_ij times the incoming gradient, with 2 folded in so that

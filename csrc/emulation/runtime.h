@@ -3,7 +3,7 @@
 // A launch runs its blocks one after another, in a random order. The threads of a block are
 // fibers (ucontext) on the calling OS thread, switched by a scheduler that always picks a random
 // ready fiber; a fiber gives control back only at a sync point (__syncthreads, a warp
-// collective), at a yield point (a global-memory access, an atomic: with a probability set by
+// collective), at a yield point (a global-memory access: with a probability set by
 // the schedule seed), or when it exits. So a block's threads really wait for each other at a
 // barrier, and a seed decides one interleaving among many.
 //
@@ -24,7 +24,6 @@
 #include <cstring>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <source_location>
 #include <sstream>
 #include <stdexcept>
@@ -50,7 +49,6 @@ struct dim3 {
 using cudaStream_t = struct CUstream_st*;
 
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
 inline constexpr int warpSize = 32;
 
@@ -66,7 +64,6 @@ constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr std::size_t kStackBytes = std::size_t{256} << 10;  // per emulated thread
 constexpr std::size_t kDefaultSmemLimit = 48 << 10;           // dynamic smem without opt-in
-constexpr std::size_t kMaxSmemOptIn = 227 << 10;              // sm_90
 // A thread yields at the latest after this many yield points in a row, so a spin-wait on
 // another thread of the block progresses under every schedule...
 constexpr int kForcedYieldInterval = 1024;
@@ -113,8 +110,7 @@ inline std::string format_mask(unsigned mask) {
 enum class Wait {
   kNone,      // ready to run (or running)
   kBarrier,   // in __syncthreads and friends
-  kWarp,      // in a warp collective (shuffle, vote, __syncwarp, wmma)
-  kConverge,  // in __activemask, until every other fiber of the block is blocked
+  kWarp,      // in a warp collective (shuffle, wmma)
   kExited,    // returned from the kernel (or failed)
 };
 
@@ -168,7 +164,6 @@ struct BlockRun {
   int barrier_arrived = 0;
   const char* barrier_op = "";
   std::source_location barrier_loc;
-  int barrier_count = 0;
   std::vector<WarpOp> warp_ops;
   unsigned char* dynamic_smem = nullptr;
   std::string error;  // set by a failing fiber; stops the launch
@@ -222,7 +217,7 @@ inline void yield() {
 
 [[noreturn]] inline void fail(const std::string& message);
 
-// A yield point: a global-memory access, an atomic, a fence. Yields with the launch's
+// A yield point: a global-memory access. Yields with the launch's
 // probability, and always after kForcedYieldInterval yield points without a switch.
 inline void maybe_yield() {
   if (!in_kernel()) return;
@@ -288,12 +283,12 @@ inline bool mutated_away(const std::source_location& loc) {
   return file.size() >= m.file.size() && file.substr(file.size() - m.file.size()) == m.file;
 }
 
-// __syncthreads and its reductions (mode: 0 plain, 1 count, 2 and, 3 or). Every thread of the
-// block must reach the same call site; an exited thread or another site is an error.
-inline int block_barrier(const char* op, int mode, int predicate, std::source_location loc) {
+// __syncthreads(). Every thread of the block must reach the same call site; an exited thread or
+// another site is an error.
+inline void block_barrier(const char* op, std::source_location loc) {
   BlockRun& b = current_block();
   Thread& t = *b.running;
-  if (mode == 0 && mutated_away(loc)) return 0;
+  if (mutated_away(loc)) return;
   if (b.exited > 0) {
     fail(std::string(op) + " at " + format_site(loc) + " is reached after " +
          std::to_string(b.exited) + " thread(s) of the block exited: a divergent barrier "
@@ -302,30 +297,24 @@ inline int block_barrier(const char* op, int mode, int predicate, std::source_lo
   if (b.barrier_arrived == 0) {
     b.barrier_op = op;
     b.barrier_loc = loc;
-    b.barrier_count = 0;
   } else if (!same_site(loc, b.barrier_loc) || std::strcmp(op, b.barrier_op) != 0) {
     fail("divergent barrier: " + std::string(op) + " at " + format_site(loc) + " while " +
          std::to_string(b.barrier_arrived) + " thread(s) wait in " + b.barrier_op + " at " +
          format_site(b.barrier_loc));
   }
-  b.barrier_count += predicate != 0;
   ++b.barrier_arrived;
   t.wait = Wait::kBarrier;
   t.wait_op = op;
   t.wait_loc = loc;
   if (b.barrier_arrived == b.num_threads) {
-    const int count = b.barrier_count;
-    const int result = mode == 1 ? count : mode == 2 ? count == b.num_threads : mode == 3 ? count > 0 : 0;
     for (Thread& other : b.threads) {
       if (other.wait != Wait::kBarrier) continue;
       other.wait = Wait::kNone;
-      other.result = static_cast<std::uint64_t>(result);
       if (&other != &t) b.ready.push_back(other.linear);
     }
     b.barrier_arrived = 0;
   }
   switch_to_scheduler();
-  return static_cast<int>(t.result);
 }
 
 // ---- Warp collectives ---------------------------------------------------------------------
@@ -390,44 +379,6 @@ void warp_collective(const char* op, unsigned mask, std::size_t operand_size,
     }
   }
   switch_to_scheduler();
-}
-
-// __activemask(): the lanes of the warp that reach the same call site "together", i.e. once no
-// fiber of the block can run any more without them. Exited lanes and lanes blocked elsewhere
-// are not active.
-inline unsigned converge(std::source_location loc) {
-  BlockRun& b = current_block();
-  Thread& t = *b.running;
-  t.wait = Wait::kConverge;
-  t.wait_op = "__activemask()";
-  t.wait_loc = loc;
-  switch_to_scheduler();
-  return static_cast<unsigned>(t.result);
-}
-
-// Called by the scheduler when no fiber is ready: releases the lanes waiting in __activemask.
-inline bool release_converged(BlockRun& b) {
-  bool any = false;
-  for (Thread& t : b.threads) {
-    if (t.wait != Wait::kConverge) continue;
-    const int warp = t.linear / kWarpSize;
-    unsigned mask = 0;
-    std::vector<Thread*> group;
-    for (int l = 0; l < kWarpSize && warp * kWarpSize + l < b.num_threads; ++l) {
-      Thread& o = b.threads[warp * kWarpSize + l];
-      if (o.wait == Wait::kConverge && same_site(o.wait_loc, t.wait_loc)) {
-        mask |= 1u << l;
-        group.push_back(&o);
-      }
-    }
-    for (Thread* o : group) {
-      o->wait = Wait::kNone;
-      o->result = mask;
-      b.ready.push_back(o->linear);
-    }
-    any = true;
-  }
-  return any;
 }
 
 // ---- Fiber lifecycle and the scheduler ----------------------------------------------------
@@ -530,7 +481,6 @@ inline void run_block(BlockRun& b, StackPool& stacks) {
   while (b.error.empty()) {
     if (b.ready.empty()) {
       if (b.exited == b.num_threads) break;
-      if (release_converged(b)) continue;
       b.error = describe_deadlock(b);
       break;
     }
@@ -547,16 +497,6 @@ inline void run_block(BlockRun& b, StackPool& stacks) {
   }
 }
 
-// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) opt-ins.
-inline std::map<const void*, std::size_t>& smem_opt_ins() {
-  static std::map<const void*, std::size_t> m;
-  return m;
-}
-inline std::mutex& smem_opt_ins_mutex() {
-  static std::mutex m;
-  return m;
-}
-
 inline void check_config(const Launch& l, const void* kernel) {
   const dim3 g = l.grid, b = l.block;
   const auto bad = [&](const std::string& why) {
@@ -567,15 +507,9 @@ inline void check_config(const Launch& l, const void* kernel) {
   if (g.x == 0 || g.y == 0 || g.z == 0 || b.x == 0 || b.y == 0 || b.z == 0) bad("a zero dimension");
   if (g.y > 65535 || g.z > 65535 || g.x > 2147483647u) bad("grid too large");
   if (b.x > 1024 || b.y > 1024 || b.z > 64 || std::uint64_t{b.x} * b.y * b.z > 1024) bad("more than 1024 threads per block");
-  std::size_t limit = kDefaultSmemLimit;
-  {
-    std::lock_guard<std::mutex> lock(smem_opt_ins_mutex());
-    auto it = smem_opt_ins().find(kernel);
-    if (it != smem_opt_ins().end()) limit = std::max(limit, it->second);
-  }
-  if (l.smem > limit) {
-    bad("dynamic shared memory above " + std::to_string(limit) + " bytes (more than 48 KiB needs "
-        "cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes))");
+  // (The kernels stay within the 48 KiB a launch gets without cudaFuncSetAttribute's opt-in.)
+  if (l.smem > kDefaultSmemLimit) {
+    bad("dynamic shared memory above " + std::to_string(kDefaultSmemLimit) + " bytes");
   }
 }
 
@@ -655,14 +589,5 @@ class Launcher {
 }  // namespace diva_ext::emu
 
 // Host API the kernels' launch functions may call.
-template <typename Kernel>
-cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, int value) {
-  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || static_cast<std::size_t>(value) > diva_ext::emu::kMaxSmemOptIn) return cudaErrorInvalidValue;
-    std::lock_guard<std::mutex> lock(diva_ext::emu::smem_opt_ins_mutex());
-    diva_ext::emu::smem_opt_ins()[reinterpret_cast<const void*>(kernel)] = static_cast<std::size_t>(value);
-  }
-  return cudaSuccess;
-}
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }  // launch errors throw instead
 inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "invalid value"; }

@@ -1,21 +1,21 @@
-// CUDA emulation, part 4: nvcuda::wmma tensor-core tiles (test-only; see
-// csrc/emulation/README.md).
+// CUDA emulation, part 4: the nvcuda::wmma tensor-core tiles the kernels use (test-only; see
+// csrc/emulation/README.md): m16n16k16 fragments of __half / __nv_bfloat16 with float
+// accumulators, matrix_b row- or col-major, accumulators stored row-major.
 //
 // A fragment is a plain array: each of the 32 lanes holds num_elements = tile / 32 elements of
 // the tile (lane l's element e is tile element e * 32 + l in row-major order), so code must not
 // assume which elements a lane holds, as on a GPU. Every wmma operation is a full-warp
 // collective (all 32 lanes must call it); mma_sync gathers the lanes' fragments, multiplies in
 // float in k order and scatters the result. load/store check the GPU's requirements: a 256-bit
-// aligned pointer and ldm a multiple of 16 bytes. tf32 inputs are truncated to 10 mantissa bits
-// in mma_sync, like the tensor cores.
+// aligned pointer and ldm a multiple of 16 bytes.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
-#include "diva_ext/emulation/intrinsics.h"
-#include "diva_ext/emulation/runtime.h"
+#include "intrinsics.h"
+#include "runtime.h"
 
 namespace nvcuda::wmma {
 
@@ -24,10 +24,7 @@ struct matrix_b {};
 struct accumulator {};
 struct row_major {};
 struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-namespace precision {
-struct tf32 {};
-}  // namespace precision
+enum layout_t { mem_row_major };
 
 namespace detail {
 template <typename Use, int M, int N, int K>
@@ -38,26 +35,17 @@ template <int M, int N, int K>
 struct Shape<matrix_b, M, N, K> { static constexpr int rows = K, cols = N; };
 template <int M, int N, int K>
 struct Shape<accumulator, M, N, K> { static constexpr int rows = M, cols = N; };
-
-template <typename T>
-struct Storage { using type = T; };
-template <>
-struct Storage<precision::tf32> { using type = float; };
-
-template <int M, int N, int K, typename T>
-constexpr bool supported_shape() {
-  if constexpr (std::is_same_v<T, precision::tf32>) return M == 16 && N == 16 && K == 8;
-  return (M == 16 && N == 16 && K == 16) || (M == 32 && N == 8 && K == 16) || (M == 8 && N == 32 && K == 16);
-}
 }  // namespace detail
 
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 class fragment {
-  static_assert(detail::supported_shape<M, N, K, T>() || std::is_same_v<Use, accumulator>,
-                "unsupported wmma shape for this element type");
+  static_assert(M == 16 && N == 16 && K == 16, "the emulation has the m16n16k16 shape only");
+  static_assert(std::is_same_v<Use, accumulator> ? std::is_same_v<T, float>
+                                                  : std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                "the emulation has __half / __nv_bfloat16 inputs with float accumulators only");
 
  public:
-  using element_type = typename detail::Storage<T>::type;
+  using element_type = T;
   using use = Use;
   using layout = Layout;
   static constexpr int rows = detail::Shape<Use, M, N, K>::rows;
@@ -94,13 +82,6 @@ inline long long offset(int r, int c, unsigned ldm, bool row_major_memory) {
   return row_major_memory ? static_cast<long long>(r) * ldm + c : static_cast<long long>(c) * ldm + r;
 }
 
-inline float tf32_truncate(float v) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  bits &= 0xffffe000u;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
 template <typename T>
 float mma_input(T v) {
   return static_cast<float>(v);
@@ -131,13 +112,6 @@ template <typename Use, int M, int N, int K, typename T, typename L, typename P>
 void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, P p, unsigned ldm,
                       std::source_location loc = std::source_location::current()) {
   load_tile("wmma::load_matrix_sync", f, p, ldm, std::is_same_v<L, row_major>, loc);
-}
-
-// accumulator: the layout is an argument.
-template <int M, int N, int K, typename T, typename P>
-void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, P p, unsigned ldm, layout_t layout,
-                      std::source_location loc = std::source_location::current()) {
-  load_tile("wmma::load_matrix_sync", f, p, ldm, layout == mem_row_major, loc);
 }
 
 template <int M, int N, int K, typename T, typename P>
@@ -179,10 +153,6 @@ void mma_sync(fragment<accumulator, M, N, K, TD>& d, const fragment<matrix_a, M,
       for (int e = 0; e < FragB::num_elements; ++e) tb[e * 32 + l] = detail::mma_input(fb.x[e]);
       for (int e = 0; e < FragC::num_elements; ++e) tc[e * 32 + l] = static_cast<float>(fc.x[e]);
     }
-    if constexpr (std::is_same_v<TA, precision::tf32>) {
-      for (float& v : ta) v = detail::tf32_truncate(v);
-      for (float& v : tb) v = detail::tf32_truncate(v);
-    }
     float td[M * N];
     for (int i = 0; i < M; ++i) {
       for (int j = 0; j < N; ++j) {
@@ -197,15 +167,6 @@ void mma_sync(fragment<accumulator, M, N, K, TD>& d, const fragment<matrix_a, M,
       for (int e = 0; e < FragD::num_elements; ++e) fd.x[e] = static_cast<typename FragD::element_type>(td[e * 32 + l]);
     }
   });
-}
-
-// Rounds a float to tf32 (10 mantissa bits, to nearest even), like the CUDA function.
-inline float __float_to_tf32(float v) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0xfffu + ((bits >> 13) & 1u)) & 0xffffe000u;
-  std::memcpy(&v, &bits, 4);
-  return v;
 }
 
 }  // namespace nvcuda::wmma

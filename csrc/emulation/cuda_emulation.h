@@ -4,16 +4,16 @@
 //
 //   runtime.h      blocks, threads as fibers, the randomised scheduler, barriers, launches
 //   checked_ptr.h  bounds-checked global / dynamic shared memory; -fsanitize=bounds handler
-//   intrinsics.h   warp shuffles and votes, atomics, fast-math and bit intrinsics, half types
+//   intrinsics.h   __syncthreads, the warp shuffles, single-rounding intrinsics, half types
 //   wmma.h         nvcuda::wmma fragments as plain arrays
 //
 // Include torch headers before this one: it defines CUDA's keywords as macros.
 #pragma once
 
-#include "diva_ext/emulation/runtime.h"
-#include "diva_ext/emulation/checked_ptr.h"
-#include "diva_ext/emulation/intrinsics.h"
-#include "diva_ext/emulation/wmma.h"
+#include "runtime.h"
+#include "checked_ptr.h"
+#include "intrinsics.h"
+#include "wmma.h"
 
 // Built-in variables of the running emulated thread.
 #define threadIdx (::diva_ext::emu::current_thread().idx)

@@ -13,7 +13,7 @@
 #include <string>
 #include <type_traits>
 
-#include "diva_ext/emulation/runtime.h"
+#include "runtime.h"
 
 namespace diva_ext::emu {
 
