@@ -23,7 +23,7 @@ SYNTHETIC = {"num_classes": 8, "images_per_class": 4, "image_size": 16}
 TINY_FLAGS = ["--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches", "2", "--image-size", "16",
               "--rho", "10", "--milestones", "1", "--no-progress",
               "--data-option", "num_classes=6", "images_per_class=5", "image_size=16"]
-WAIT_S = 120  # upper bound on any one job here; they take ~10-25 s on 2 cores
+WAIT_S = 120  # upper bound on any one job here; they took ~10-25 s on a 2-core AMD EPYC
 
 
 def _free_port() -> int:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rehearses, on a CPU machine, the stack of the GPU machines we measure on (their own Python and
+# Rehearses, on a CPU machine, the stack of the GPU machines bench/gpu_check.sh has run on (their own Python and
 # torch; scripts/gpu_stack_requirements.txt): builds the extension WITH its CUDA kernels against
 # torch 2.11.0 / torchvision 0.26.0 on Python 3.12, in an environment of its own that has neither
 # faiss nor pytorch-metric-learning, and runs the test suite there (CPU kernels and the CUDA
@@ -11,7 +11,7 @@
 # the same machine, keyed by the interpreter and the requirement set:
 #   venv-…   the environment (a first run downloads and installs about 3 GB: 2-3 minutes);
 #   tree-…   a mirror of the checkout (scripts/sync_tree.py rewrites only the files whose bytes
-#            changed), so ninja recompiles only what changed (from nothing: ~9 minutes on 2 cores).
+#            changed), so ninja recompiles only what changed (from nothing: ~9 minutes on a 2-core AMD EPYC).
 # Environment: GPU_STACK_PYTHON (a python3.12; default: python3.12 on PATH, else pyenv's),
 # TORCH_CUDA_ARCH_LIST (default 9.0: compiling every CUDA file once is enough to rehearse the
 # build; bench/gpu_check.sh builds for the card it runs on).
