@@ -55,7 +55,7 @@ def floor_fn(x, y, grad, mode):
 def main():
     args = common.parser(__doc__).parse_args()
     device = torch.device(args.device)
-    # GPU sizes: up to B = 8192, what bench/gpu_check.sh has time for within one lease.
+    # GPU sizes: up to B = 8192, what bench/gpu_check.sh has time for within its default budget.
     sizes = [64] if args.smoke else ([1024, 4096, 8192] if device.type == "cuda" else [1024, 4096])
     dims = [32] if args.smoke else [128, 512]
     min_run_time = 0.05 if args.smoke else args.min_run_time

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (docs/design.md §6), sized for its lease: no network, under 8 minutes
+# One command for a GPU machine (docs/design.md §6), sized for a short slot on it: no network, under 8 minutes
 # (--budget). Against that machine's own python3 and torch it builds the extension for its card's
 # architecture only, runs the CUDA tests, every benchmark at GPU sizes (B up to 8192, K = 65536,
 # D = 128 and 512; peers torch.cdist, the naive MoCo code, torch.compile of the references,
@@ -7,7 +7,7 @@
 # (float32, then --amp bf16): the measurements come before the smoke run, so that a short budget
 # cuts the latter. A step that fails or runs out of time is reported and the others still run.
 #
-#   bench/gpu_check.sh OUTDIR              # e.g. through the device tool: bench/gpu_check.sh $OUT
+#   bench/gpu_check.sh OUTDIR              # benchmark JSON, summary.txt and logs.tar.gz into OUTDIR
 #   bench/gpu_check.sh --dry-run OUTDIR    # everything that needs no GPU (CI): the same steps,
 #                                          # incremental build, CPU training, benchmarks at tiny sizes
 # Options: --budget SECONDS (default 450: the whole run), --no-build (use the extension already
@@ -150,14 +150,14 @@ fi
 
 if [ $build_ok = 1 ]; then
   # --- the CUDA tests (pytest -m cuda; they skip in the dry run). xdist and pytest-timeout when
-  # the machine has them: in parallel, and a hung kernel fails its test instead of the lease.
+  # the machine has them: in parallel, and a hung kernel fails its test instead of the whole run.
   pytest_args=(-q -m cuda -p no:cacheprovider -rfEs)
   "$py" -c 'import xdist' 2>/dev/null && [ $have_cuda = 1 ] && pytest_args+=(-n 4)
   "$py" -c 'import pytest_timeout' 2>/dev/null && pytest_args+=(--timeout 120)
   step tests-cuda 120 "$py" -m pytest "${pytest_args[@]}"
 
   # --- the benchmarks, each in its own process and time box, JSON straight into OUTDIR.
-  for name in pairwise_distance mining info_nce; do
+  for name in pairwise_distance distance_weighted_negatives info_nce; do
     if [ $have_cuda = 1 ]; then
       step "bench-$name" 150 "$py" bench/run_all.py --only "$name" --device cuda --min-run-time 0.3 \
         --out-dir "$out" --tag "$tag"
@@ -179,12 +179,13 @@ if [ $build_ok = 1 ]; then
     skip train-bf16 "bf16 autocast needs CUDA"
   fi
 else
-  for s in tests-cuda bench-pairwise_distance bench-mining bench-info_nce train-fp32 train-bf16; do
+  for s in tests-cuda bench-pairwise_distance bench-distance_weighted_negatives bench-info_nce train-fp32 train-bf16; do
     not_run "$s" "no usable extension"
   done
 fi
 
-# --- summary, then the logs (and plots: few files come back from a lease) into one archive.
+# --- summary, then the logs (and plots) into one archive: OUTDIR stays a few files, for machines
+# that hand back only a handful from a run.
 mv "$out"/*.png "$work"/ 2>/dev/null
 printf 'total\t%s\t%s\tbudget %s s\n' \
   "$(awk -F'\t' '$2 != "ok" && $2 != "skipped" {bad=1} END {print bad ? "failed" : "ok"}' "$steps")" \

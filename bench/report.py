@@ -97,7 +97,7 @@ def _usable(case):
 def layout(cases):
     """Splits the case keys: those that vary (rows, plot panels) and those fixed for the file.
 
-    A key that always equals B (mining's T) is neither a panel nor worth a column.
+    A key that always equals B (distance_weighted_negatives' T) is neither a panel nor worth a column.
     """
     keys = list(dict.fromkeys(k for c in cases for k in c if k not in ("results", X_KEY)))
     varying, fixed = [], {}

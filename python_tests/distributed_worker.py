@@ -15,7 +15,7 @@ from diva_ext.training.trainer import DiVATrainer
 
 
 def run(rank: int, world_size: int, port: int, config_values: dict, dataset_options: dict, out: str) -> None:
-    torch.set_num_threads(1)  # two processes on a 2-core machine
+    torch.set_num_threads(1)  # several processes share the cores: one thread each, no oversubscription
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))

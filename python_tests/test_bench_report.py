@@ -58,7 +58,8 @@ def check_against_json(rows, payload, key_cols):
 
 
 def gpu_payload():
-    """A mining result as bench_mining.py writes it on a GPU, with a skipped and a failed method."""
+    """A result as bench_distance_weighted_negatives.py writes it on a GPU, with a skipped and a failed
+    method."""
     def r(ms, mib):
         return {"median_s": ms / 1e3, "iqr_s": 0.0, "runs": 10, "peak_bytes": int(mib * 2**20)}
 
@@ -76,7 +77,7 @@ def gpu_payload():
     machine = {"device": "cuda", "torch": "2.14.1+cu130", "threads": 16, "cpu": "Intel Xeon", "python": "3.11.7",
                "load_average_1min": 0.1, "date": "2026-11-25T12:00:00+00:00",
                "gpu": "NVIDIA H100 80GB HBM3", "cuda": "13.0"}
-    return {"benchmark": "mining", "machine": machine,
+    return {"benchmark": "distance_weighted_negatives", "machine": machine,
             "settings": {"lower_cutoff": 0.5, "upper_cutoff": 1.4, "samples_per_class": 2, "T": "B"}, "cases": cases}
 
 
@@ -102,11 +103,11 @@ def test_report_of_a_real_smoke_run(tmp_path):
 
 def test_report_numbers_machine_and_skips(tmp_path):
     payload = gpu_payload()
-    (tmp_path / "mining-NVIDIA_H100.json").write_text(json.dumps(payload))
+    (tmp_path / "distance_weighted_negatives-NVIDIA_H100.json").write_text(json.dumps(payload))
     out = tmp_path / "out" / "REPORT.md"
     proc = run_report(tmp_path, "--out", out)
     assert proc.returncode == 0, proc.stderr
-    text, rows = parse_section(out.read_text(), "mining-NVIDIA_H100.json")
+    text, rows = parse_section(out.read_text(), "distance_weighted_negatives-NVIDIA_H100.json")
     assert "NVIDIA H100 80GB HBM3" in text and "CUDA 13.0" in text and "16 threads" in text
     check_against_json(rows, payload, ("D", "B"))
     by_key = {(r["D"], r["B"]): r for r in rows}
@@ -115,17 +116,17 @@ def test_report_numbers_machine_and_skips(tmp_path):
     assert by_key[("512", "4096")]["speedup vs compiled_reference"] == "—"
     assert "D=512, B=4096, compiled_reference: CUDA out of memory" in text
     assert "T" not in rows[0]  # T always equals B: a setting, not a column
-    assert (out.parent / "report-mining-NVIDIA_H100.png").stat().st_size > 0
+    assert (out.parent / "report-distance_weighted_negatives-NVIDIA_H100.png").stat().st_size > 0
 
 
 def test_corrupt_json_is_named_and_the_rest_still_reported(tmp_path):
-    (tmp_path / "mining-gpu.json").write_text(json.dumps(gpu_payload()))
+    (tmp_path / "distance_weighted_negatives-gpu.json").write_text(json.dumps(gpu_payload()))
     (tmp_path / "info_nce-gpu.json").write_text('{"benchmark": "info_nce", "cases": [')
     out = tmp_path / "REPORT.md"
     proc = run_report(tmp_path, "--out", out)
     assert proc.returncode == 1
     assert "info_nce-gpu.json" in proc.stderr and "not valid JSON" in proc.stderr
-    assert "Source: `mining-gpu.json`" in out.read_text()
+    assert "Source: `distance_weighted_negatives-gpu.json`" in out.read_text()
 
 
 def test_empty_folder_is_not_an_error(tmp_path):
@@ -136,7 +137,7 @@ def test_empty_folder_is_not_an_error(tmp_path):
 
 
 def test_smoke_files_in_a_folder_need_include_smoke(tmp_path):
-    (tmp_path / "mining-smoke-cpu2.json").write_text(json.dumps(gpu_payload()))
+    (tmp_path / "distance_weighted_negatives-smoke-cpu2.json").write_text(json.dumps(gpu_payload()))
     out = tmp_path / "REPORT.md"
     assert run_report(tmp_path, "--out", out).returncode == 0
     assert not out.exists()
@@ -145,7 +146,7 @@ def test_smoke_files_in_a_folder_need_include_smoke(tmp_path):
 
 
 def test_missing_fields_and_foreign_json(tmp_path):
-    payload = {"benchmark": "mining", "cases": [
+    payload = {"benchmark": "distance_weighted_negatives", "cases": [
         {"B": 64, "results": {"ours": {"median_s": 0.001}, "floor": {"median_s": 0.0005, "peak_bytes": 0}}},
         {"D": 16, "results": {}},  # no B: left out
     ]}

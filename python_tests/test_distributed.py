@@ -24,7 +24,7 @@ TINY_FLAGS = ["--batch-size", "8", "--batches-per-epoch", "2", "--queue-batches"
               "--pretrained", "none",
               "--rho", "10", "--milestones", "1", "--no-progress",
               "--data-option", "num_classes=6", "images_per_class=5", "image_size=16"]
-WAIT_S = 120  # upper bound on any one job here; they take ~10-25 s on 2 cores
+WAIT_S = 120  # upper bound on any one job here; they took ~10-25 s on a 2-core AMD EPYC
 
 
 def _free_port() -> int:

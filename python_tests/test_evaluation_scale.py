@@ -18,7 +18,7 @@ import torch
 
 from diva_ext.evaluation import evaluate
 
-# 2**+-63 ~ 1e+-19 (the issue's magnitudes), 2**-75 ~ 3e-23 (squares below float32's normal
+# 2**+-63 ~ 1e+-19 (the magnitudes of the reported failure), 2**-75 ~ 3e-23 (squares below float32's normal
 # range), 2**+-100 ~ 1e+-30, 2**+-130 ~ 1e+-39 (beyond float32's range: only float64 holds them).
 EXPONENTS = [-130, -100, -75, -63, 63, 100, 130]
 

@@ -117,7 +117,7 @@ def check(got, x, y, squared, eps):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("squared", [False, True])
 def test_points_5e19_apart(op, dtype, squared):
-    """The issue's case: a distance of 5e19, far inside float32's range, whose square (and the
+    """The reported case: a distance of 5e19, far inside float32's range, whose square (and the
     rows' squared norms) are not."""
     x = torch.tensor([[1e20, 0.0, 3.0], [1e20, 5e19, 3.0], [0.0, 0.0, 1.0]], dtype=dtype)
     got = op(x, None, squared, 1e-12)

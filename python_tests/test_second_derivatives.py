@@ -124,7 +124,7 @@ def test_info_nce_second_derivative_raises_naming_the_op(call, queue_grad, gener
     (gq,) = torch.autograd.grad(loss.sum(), q, create_graph=True)
     with pytest.raises(RuntimeError, match=r"info_nce: second derivatives .* not implemented"):
         torch.autograd.grad(gq.square().sum(), q)
-    # The case: q also enters the objective directly, which used to hide the missing
+    # The reported case: q also enters the objective directly, which used to hide the missing
     # term behind a plausible (wrong) number.
     loss, _ = call(q, k, queue)
     (gq,) = torch.autograd.grad(loss.sum(), q, create_graph=True)

@@ -1,11 +1,12 @@
 """Build environment shared by setup.py and CMake configuration: where CUDA is, which sources.
 
-Where the `nvcc` on PATH is a wrapper script, torch's CUDA_HOME guess (the folder above
-`which nvcc`) is wrong; we look for the real toolkit first. The cuBLAS/cuSPARSE headers that
+The `nvcc` on PATH may be a wrapper script, and then torch's CUDA_HOME guess (the folder above
+`which nvcc`) is wrong; so the real toolkit is looked for first. The cuBLAS/cuSPARSE headers that
 torch's CUDA headers include ship in the nvidia-*-cu13 wheels, not in the toolkit.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,24 @@ def sources(root):
     }
 
 
+def cmake_cuda_architectures(arch_list):
+    """TORCH_CUDA_ARCH_LIST ("8.0;9.0", "9.0a", "8.6+PTX"; ";" or spaces between) as
+    CMAKE_CUDA_ARCHITECTURES: "X.Y" is machine code only ("XY-real"), "+PTX" adds the PTX ("XY")."""
+    archs = []
+    for item in re.split(r"[;\s]+", arch_list.strip()):
+        if not item:
+            continue
+        m = re.fullmatch(r"(\d+)\.(\d)([af]?)(\+PTX)?", item)
+        if not m:
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST: {item!r} is not an architecture such as 9.0, 9.0a or 8.6+PTX "
+                             f"(got {arch_list!r})")
+        name = m[1] + m[2] + m[3]
+        archs.append(name if m[4] else f"{name}-real")
+    if not archs:
+        raise ValueError("TORCH_CUDA_ARCH_LIST is set but names no architecture")
+    return ";".join(archs)
+
+
 def cmake_env():
     """Shell assignments for scripts/cmake_test.sh."""
     import shlex
@@ -105,7 +124,12 @@ def cmake_env():
         "NVIDIA_INCLUDE": "",
         "NVIDIA_LIB": "",
         "NVRTC_LIB": "",
+        "CUDA_ARCHS_TORCH": "",
+        "CUDA_ARCHS_CMAKE": "",
     }
+    if cuda_enabled():
+        values["CUDA_ARCHS_TORCH"] = os.environ["TORCH_CUDA_ARCH_LIST"]
+        values["CUDA_ARCHS_CMAKE"] = cmake_cuda_architectures(values["CUDA_ARCHS_TORCH"])
     wheel = nvidia_wheel_dir()
     if wheel:
         values["NVIDIA_INCLUDE"] = str(wheel / "include")
@@ -119,6 +143,9 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["--cmake-env"]:
-        print(cmake_env())
+        try:
+            print(cmake_env())
+        except ValueError as err:
+            sys.exit(f"build_env: {err}")
     else:
         sys.exit("usage: build_env.py --cmake-env")

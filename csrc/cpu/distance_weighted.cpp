@@ -1,5 +1,5 @@
 // CPU kernel of distance_weighted_negatives (docs/design.md §2.2; the math is in
-// diva_ext/math/distance_weighted.h, the epilogue in distance_weighted_epilogue.h).
+// diva_ext/math/distance_weighted.h, the per-element passes in distance_weighted_epilogue.cpp).
 //
 // Work split: the anchors' inner products are computed block by block, one multithreaded BLAS
 // GEMM per block of up to kRows anchor rows x a few candidate tiles of cols_per_tile() columns
@@ -13,8 +13,6 @@
 //
 // NB: the GEMMs run outside the parallel regions: MKL called from inside at::parallel_for
 // oversubscribes the cores (10-60x slower on small tiles).
-#include "distance_weighted_epilogue.h"  // first: its pragma must cover the math it includes
-
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -26,13 +24,12 @@
 #include <vector>
 
 #include "diva_ext/distance_weighted_checks.h"
+#include "distance_weighted_epilogue.h"
 
-namespace diva_ext {
+namespace diva_ext::cpu {
 namespace {
 
 using namespace diva_ext::math;
-using cpu_dw::Best;
-using cpu_dw::NoiseKey;
 
 constexpr int64_t kRows = 512;                 // anchor rows per GEMM block
 constexpr int64_t kBufferElems = int64_t{1} << 19;  // GEMM block size (2 MiB of float)
@@ -98,15 +95,15 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
 
   const DwTable<scalar_t> table = make_dw_table<scalar_t>(kDwTableBins);
   std::vector<float> table_values(static_cast<size_t>(table.bins) + 2);
-  fill_dw_table(table_values.data(), table, p);
+  fill_bound_table(table_values.data(), table, p);
 
   const at::Tensor xa = x.index_select(0, anchors);  // [T, D]: the anchor rows, contiguous
   const int32_t* ids = ids_t.const_data_ptr<int32_t>();
   const int64_t* anchor_ptr = anchors.const_data_ptr<int64_t>();
-  std::vector<Best<scalar_t>> best(static_cast<size_t>(t_count),
-                                   Best<scalar_t>{-std::numeric_limits<scalar_t>::infinity(),
-                                                  kDwNoIndex});
-  std::vector<Best<scalar_t>> pieces;  // (tile, row) partial argmaxes when splitting columns
+  std::vector<DwBest<scalar_t>> best(static_cast<size_t>(t_count),
+                                     DwBest<scalar_t>{-std::numeric_limits<scalar_t>::infinity(),
+                                                      kDwNoIndex});
+  std::vector<DwBest<scalar_t>> pieces;  // (tile, row) partial argmaxes when splitting columns
   at::Tensor buffer = at::empty({block_rows * std::min(block_cols, b)}, x.options());
 
   for (int64_t r0 = 0; r0 < t_count; r0 += block_rows) {
@@ -118,12 +115,12 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
       at::mm_out(block, xa.narrow(0, r0, rows), x.narrow(0, c0, cols).t());
       const scalar_t* block_ptr = block.const_data_ptr<scalar_t>();
       // Epilogue of row i (of the block), tile k, into `into`.
-      const auto piece = [&](Scratch& s, int64_t i, int64_t k, Best<scalar_t>& into) {
+      const auto piece = [&](Scratch& s, int64_t i, int64_t k, DwBest<scalar_t>& into) {
         const int64_t t = r0 + i, j0 = k * tile_cols;
-        const NoiseKey nk{seed, offset, static_cast<uint32_t>(t)};
-        cpu_dw::update_row(block_ptr + i * cols + j0, ids, ids[anchor_ptr[t]], c0 + j0,
-                           std::min(tile_cols, cols - j0), p, table_values.data(), table, nk,
-                           s.bound.data(), s.key.data(), s.group_max.data(), into);
+        const DwNoiseKey nk{seed, offset, static_cast<uint32_t>(t)};
+        update_row(block_ptr + i * cols + j0, ids, ids[anchor_ptr[t]], c0 + j0,
+                   std::min(tile_cols, cols - j0), p, table_values.data(), table, nk,
+                   s.bound.data(), s.key.data(), s.group_max.data(), into);
       };
       if (by_rows || tiles == 1) {
         const int64_t grain = std::max<int64_t>(1, kGrainElems / cols);
@@ -145,8 +142,8 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
         });
         for (int64_t i = 0; i < rows; ++i) {
           for (int64_t k = 0; k < tiles; ++k) {
-            const Best<scalar_t>& o = pieces[k * rows + i];
-            Best<scalar_t>& row_best = best[r0 + i];
+            const DwBest<scalar_t>& o = pieces[k * rows + i];
+            DwBest<scalar_t>& row_best = best[r0 + i];
             if (dw_better(o.score, o.index, row_best.score, row_best.index)) row_best = o;
           }
         }
@@ -165,8 +162,8 @@ void sample_cpu(const at::Tensor& x, const at::Tensor& ids_t, const at::Tensor& 
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t t = fallback_rows[r];
-      const NoiseKey nk{seed, offset, static_cast<uint32_t>(t)};
-      out_ptr[t] = cpu_dw::fallback_pick(ids, b, ids[anchor_ptr[t]], nk);
+      const DwNoiseKey nk{seed, offset, static_cast<uint32_t>(t)};
+      out_ptr[t] = fallback_pick(ids, b, ids[anchor_ptr[t]], nk);
     }
   });
 }
@@ -194,35 +191,10 @@ at::Tensor distance_weighted_negatives_cpu(const at::Tensor& x_in, const at::Ten
   return out;
 }
 
-// Test hook of the shared Philox header: counters [N, 4] and key [2] (int64 holding uint32
-// words) -> [N, 4] output words.
-at::Tensor philox4x32_10_cpu(const at::Tensor& counters_in, const at::Tensor& key_in) {
-  constexpr const char* op = "_philox4x32_10";
-  TORCH_CHECK(counters_in.dim() == 2 && counters_in.size(1) == 4 &&
-                  counters_in.scalar_type() == at::kLong,
-              op, ": counters must be an int64 tensor [N, 4], got ", counters_in.scalar_type(),
-              " ", counters_in.sizes());
-  TORCH_CHECK(key_in.dim() == 1 && key_in.size(0) == 2 && key_in.scalar_type() == at::kLong, op,
-              ": key must be an int64 tensor [2], got ", key_in.scalar_type(), " ", key_in.sizes());
-  const at::Tensor counters = counters_in.contiguous(), key = key_in.contiguous();
-  at::Tensor out = at::empty_like(counters);
-  const int64_t* c = counters.const_data_ptr<int64_t>();
-  const int64_t* k = key.const_data_ptr<int64_t>();
-  int64_t* o = out.mutable_data_ptr<int64_t>();
-  const auto w = [](int64_t v) { return static_cast<uint32_t>(v); };
-  for (int64_t i = 0; i < counters.size(0); ++i) {
-    const Philox4x32 r = philox4x32_10(w(c[4 * i]), w(c[4 * i + 1]), w(c[4 * i + 2]),
-                                       w(c[4 * i + 3]), w(k[0]), w(k[1]));
-    for (int e = 0; e < 4; ++e) o[4 * i + e] = r.v[e];
-  }
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(diva_ext, CPU, m) {
   m.impl("distance_weighted_negatives", &distance_weighted_negatives_cpu);
-  m.impl("_philox4x32_10", &philox4x32_10_cpu);
 }
 
-}  // namespace diva_ext
+}  // namespace diva_ext::cpu

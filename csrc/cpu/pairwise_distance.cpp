@@ -18,7 +18,7 @@
 #include "diva_ext/math/pairwise_distance.h"
 #include "diva_ext/pairwise_distance_checks.h"
 
-namespace diva_ext {
+namespace diva_ext::cpu {
 namespace {
 
 using namespace diva_ext::math;
@@ -215,4 +215,4 @@ TORCH_LIBRARY_IMPL(diva_ext, CPU, m) {
   m.impl("_pairwise_distance_backward", &pairwise_distance_backward_cpu);
 }
 
-}  // namespace diva_ext
+}  // namespace diva_ext::cpu

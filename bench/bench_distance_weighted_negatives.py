@@ -1,8 +1,9 @@
-"""Benchmark distance-weighted negative mining: ours vs pytorch-metric-learning's
-DistanceWeightedMiner vs the vectorised PyTorch sampler (diva_ext.reference) and torch.compile of
-it, with the floor (the T x B x D GEMM of the inner products) timed beside.
+"""Benchmark distance_weighted_negatives (distance-weighted negative mining): ours vs
+pytorch-metric-learning's DistanceWeightedMiner vs the vectorised PyTorch sampler
+(diva_ext.reference) and torch.compile of it, with the floor (the T x B x D GEMM of the inner
+products) timed beside.
 
-    python bench/bench_mining.py [--device cuda] [--smoke]
+    python bench/bench_distance_weighted_negatives.py [--device cuda] [--smoke]
 
 Every method draws one distance-weighted negative per anchor for a batch of B L2-normalised
 rows with 2 rows per class (DiVA's batches), T = B anchors, lower_cutoff 0.5 and upper_cutoff
@@ -69,7 +70,7 @@ def main():
     if args.smoke:
         sizes, dims = [64], [16]
     else:
-        # 2048: where the issue's PML baseline was measured.
+        # 2048: the largest size PML is timed at on a CPU (about 18 s a call, see PML_LIMIT_S).
         sizes = [256, 1024, 2048, 4096] + ([8192] if device.type == "cuda" else [])
         dims = [128, 512]
     min_run_time = 0.05 if args.smoke else args.min_run_time
@@ -108,9 +109,9 @@ def main():
     skipped = [f"B={r['B']} D={r['D']}" for r in rows if r.get("pml ms") == "skipped"]
     if skipped:
         print(f"pml skipped (> {PML_LIMIT_S:.0f} s per call predicted) at: {', '.join(skipped)}")
-    out = args.out or common.default_out("mining" + ("-smoke" if args.smoke else ""), device)
+    out = args.out or common.default_out("distance_weighted_negatives" + ("-smoke" if args.smoke else ""), device)
     payload = {
-        "benchmark": "mining",
+        "benchmark": "distance_weighted_negatives",
         "machine": common.machine_info(device),
         "settings": {"lower_cutoff": LOWER, "upper_cutoff": UPPER, "samples_per_class": 2, "T": "B"},
         "cases": records,
