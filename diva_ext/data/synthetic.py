@@ -21,7 +21,7 @@ illumination gradient, and pixel noise (sigma 3% of full scale).
 Default size: 100 classes x 40 images of 32 x 32 RGB per split (4000 images each), rendered in
 a few seconds. Measured difficulty on the default test split: chance Recall@1 is 0.01, raw-pixel
 nearest neighbours reach 0.06, and a 3-block CNN (32/64/128 channels, 128-d) trained with a
-margin loss and distance-weighted mining on 2 (busy) CPU cores reached 0.18 after 2 minutes and
+margin loss and distance-weighted mining on a 2-core AMD EPYC shared with other jobs reached 0.18 after 2 minutes and
 0.28 after 5, still rising: clearly non-trivial, far from perfect.
 Same seed and options -> identical images, in train and test alike.
 """
