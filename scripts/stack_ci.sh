@@ -56,7 +56,8 @@ find_python() {
   exit 1
 }
 python=$(find_python)
-key=$({ "$python" -VV; cat "$reqs"; } | sha256sum | cut -c1-12)
+# Keyed by the requirement lines only: a reworded comment must not cost a new 5 GB environment.
+key=$({ "$python" -VV; grep -v '^[[:space:]]*\(#\|$\)' "$reqs"; } | sha256sum | cut -c1-12)
 name=$stack-py$pyver-torch$torch_version-$key
 venv=$cache/venv-$name
 tree=$cache/tree-$name
