@@ -30,8 +30,11 @@ _NEAR = 1e-4
 
 def _log_weights(p: Perturbations, s, n, lower_cutoff):
     sd = p.rounded(2.0 - 2.0 * s).clamp_min(0.0)
-    d = p.rounded(sd.sqrt())
-    d = torch.where(d.detach() < lower_cutoff * (1 - _NEAR), torch.full_like(d, lower_cutoff), d)
+    clamped = sd.detach().sqrt() < lower_cutoff * (1 - _NEAR)
+    # The clamped entries take sqrt of 1, not of their d^2: sqrt's infinite slope at d = 0 (a
+    # negative equal to the query, common at D = 1) times where()'s zero would make the bound NaN.
+    d = p.rounded(torch.where(clamped, torch.ones_like(sd), sd).sqrt())
+    d = torch.where(clamped, torch.full_like(d, lower_cutoff), d)
     log_d = p.rounded(d.log(), 2)
     inner = p.rounded(1.0 - p.rounded(0.25 * p.rounded(d.square())))
     second = p.rounded(((n - 3.0) / 2.0) * p.rounded(inner.clamp_min(1e-8).log(), 2))

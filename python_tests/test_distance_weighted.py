@@ -327,12 +327,18 @@ def test_bad_inputs_name_the_argument(args, pattern):
         (dict(lower_cutoff=math.inf), r"lower_cutoff must be finite and > 0"),
         (dict(upper_cutoff=0.0), r"upper_cutoff must be > 0"),
         (dict(upper_cutoff=math.nan), r"upper_cutoff must be > 0"),
-        (dict(dim=-3), r"dim must be >= 0"),
     ],
 )
 def test_bad_scalars_name_the_argument(kw, pattern):
     with pytest.raises(RuntimeError, match=pattern):
         ops.distance_weighted_negatives(_x(), torch.arange(6), torch.arange(2), **kw)
+
+
+def test_registered_op_names_a_negative_dim():
+    # The wrapper refuses dim < 2 itself (test_distance_weighted_dim_and_empty.py); the registered
+    # op, callable directly, checks too.
+    with pytest.raises(RuntimeError, match=r"dim must be >= 0"):
+        torch.ops.diva_ext.distance_weighted_negatives(_x(), torch.arange(6), torch.arange(2), 0.5, math.inf, -3, 0, 0)
 
 
 # ---- Philox4x32-10 known answers (Random123's kat_vectors) ------------------------------------

@@ -14,6 +14,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,6 +33,8 @@ def scripts_imported_by_setup():
 
 
 def test_sdist_has_sources_headers_and_build_helpers(tmp_path):
+    if not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout (its file list); this tree is a copy without .git")
     src = tmp_path / "src"
     for rel in checkout_files():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
