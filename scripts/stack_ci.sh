@@ -100,7 +100,9 @@ else
   say "building the extension without CUDA (see the stack's note above) in $tree (incremental)"
   force_cpu=1
 fi
-if ! DIVA_FORCE_CPU=$force_cpu TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+# Exported: the tests read it to know whether CUDA kernels must be registered.
+export DIVA_FORCE_CPU=$force_cpu
+if ! TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
      "$venv/bin/python" setup.py build_ext --inplace > "$tree.build.log" 2>&1; then
   tail -40 "$tree.build.log"
   say "build failed (full log: $tree.build.log)"
