@@ -169,12 +169,13 @@ if [ $build_ok = 1 ]; then
 
   # --- a short training run: one epoch of a few batches on the embedded synthetic data.
   if [ $have_cuda = 1 ]; then
-    train=(--epochs 1 --batches-per-epoch 20 --no-progress)
+    # --pretrained none: the check times the training step on the card; pretraining is its own job.
+    train=(--epochs 1 --batches-per-epoch 20 --no-progress --pretrained none)
     step train-fp32 90 "$py" -m diva_ext.cli train --device cuda "${train[@]}" --out "$work/train-fp32"
     step train-bf16 90 "$py" -m diva_ext.cli train --device cuda --amp bf16 "${train[@]}" --out "$work/train-bf16"
   else
     tiny=(--epochs 1 --batch-size 8 --batches-per-epoch 2 --queue-batches 2 --image-size 16 --rho 10
-          --milestones 1 --no-progress --data-option num_classes=6 images_per_class=5 image_size=16)
+          --milestones 1 --no-progress --pretrained none --data-option num_classes=6 images_per_class=5 image_size=16)
     step train-fp32 120 "$py" -m diva_ext.cli train --device cpu "${tiny[@]}" --out "$work/train-fp32"
     skip train-bf16 "bf16 autocast needs CUDA"
   fi
