@@ -64,7 +64,8 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_replace(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temporary file beside it, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -91,11 +92,11 @@ def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     payload = buffer.getvalue()
     header = json.dumps({"payload_bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()},
                         sort_keys=True).encode() + b"\n"
-    _atomic_replace(path, MAGIC + header + payload)
+    write_bytes_atomic(path, MAGIC + header + payload)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    _atomic_replace(path, (json.dumps(obj, indent=2) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _verified_payload(path: Path, data: bytes) -> bytes:

@@ -1,7 +1,6 @@
 """PNG plots of a run's metrics.json: losses and retrieval metrics per epoch."""
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -10,19 +9,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from diva_ext.training.checkpoint import write_bytes_atomic  # noqa: E402
+
 
 def _save_atomically(fig, path: Path) -> None:
-    """A reader (or a crash mid-write) never sees half a PNG: write beside it, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    """A reader (or a crash mid-write) never sees half a PNG: rendered in memory, then replaced."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=110, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=110, format="png")
     finally:
         plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_history(epochs: List[Dict[str, Any]], out_dir: Path) -> List[Path]:
