@@ -45,10 +45,13 @@ def test_views_cover_the_papers_crop_scales_and_flip_independently(generator):
         firsts.append(crop_of(a))
         seconds.append(crop_of(b))
     areas = torch.tensor([c[0] for c in firsts + seconds])
-    # Scale (0.08, 1): never below 8% of the image (a pixel of slack per side for the rounding of
-    # the crop box and the resampling at its edges), often far below the old 0.8.
-    slack = (1 - 2 / SIDE * math.sqrt(0.08)) ** 2
-    assert areas.min() >= 0.08 * slack
+    # Scale (0.08, 1): never below 8% of the image, often far below the old 0.8. The crop's sides
+    # sqrt(0.08 r) S and sqrt(0.08 / r) S (ratio r in [3/4, 4/3]) are rounded to whole pixels
+    # (-1/2), read back through uint8 coordinates (-1/2 in all) and from output pixel centres, half
+    # an output pixel inside each edge (a factor 1 - 1/size).
+    side = math.sqrt(0.08) * SIDE
+    worst = min((side * math.sqrt(r) - 1) * (side / math.sqrt(r) - 1) for r in (3 / 4, 1, 4 / 3))
+    assert areas.min() >= worst * (1 - 1 / size) ** 2 / SIDE**2
     assert (areas < 0.3).float().mean() > 0.2
     assert areas.max() > 0.8
     flips = torch.tensor([c[1] for c in firsts + seconds], dtype=torch.float64)
