@@ -29,6 +29,23 @@ inline constexpr const char* kInfoNceBackward =
     "Tensor? stats, Tensor? o, float temperature, str weighting, float lower_cutoff, "
     "float upper_cutoff, bool needs_grad_q, bool needs_grad_k, bool needs_grad_queue) "
     "-> (Tensor, Tensor, Tensor)";
+inline constexpr const char* kSupervisedInfoNce =
+    "supervised_info_nce(Tensor q, Tensor labels, Tensor memory, Tensor memory_labels, "
+    "float temperature) -> (Tensor, Tensor)";
+// supervised_info_nce plus what its backward needs and the report of rows without positives:
+// (loss, lse, positives, stats, o). positives: int64 [B], n_i = |P(i)|; stats: [B, 6] in
+// info_nce's layout (lse, loss, lse's rounding error; DaNCE columns 0), in float32 (float64 for
+// float64 inputs); o: [2, B, D] of that dtype when save_o (else empty): O_i = sum_j p_ij memory_j and the
+// mean positive row. diva_ext.ops.supervised_info_nce calls this one when gradients are needed.
+inline constexpr const char* kSupervisedInfoNceForward =
+    "_supervised_info_nce_forward(Tensor q, Tensor labels, Tensor memory, Tensor memory_labels, "
+    "float temperature, bool save_o) -> (Tensor, Tensor, Tensor, Tensor, Tensor)";
+// Returns (grad_q, grad_memory), empty tensors where not asked for. stats, positives = None:
+// recomputed (a forward pass); o = None: q's gradient recomputes the tiles.
+inline constexpr const char* kSupervisedInfoNceBackward =
+    "_supervised_info_nce_backward(Tensor grad_loss, Tensor grad_lse, Tensor q, Tensor labels, "
+    "Tensor memory, Tensor memory_labels, Tensor? stats, Tensor? positives, Tensor? o, "
+    "float temperature, bool needs_grad_q, bool needs_grad_memory) -> (Tensor, Tensor)";
 inline constexpr const char* kDistanceWeightedNegatives =
     "distance_weighted_negatives(Tensor x, Tensor labels, Tensor anchors, float lower_cutoff, "
     "float upper_cutoff, int dim, int seed, int offset) -> Tensor";

@@ -21,6 +21,9 @@ TORCH_LIBRARY(diva_ext, m) {
   m.def(diva_ext::schemas::kInfoNce);
   m.def(diva_ext::schemas::kInfoNceForward);
   m.def(diva_ext::schemas::kInfoNceBackward);
+  m.def(diva_ext::schemas::kSupervisedInfoNce);
+  m.def(diva_ext::schemas::kSupervisedInfoNceForward);
+  m.def(diva_ext::schemas::kSupervisedInfoNceBackward);
   m.def(diva_ext::schemas::kDistanceWeightedNegatives);
   // Test hook of the Philox4x32-10 header shared by the CPU and CUDA kernels: counters [N, 4]
   // and key [2] hold uint32 words in int64; returns the [N, 4] output words.

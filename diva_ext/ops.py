@@ -153,3 +153,46 @@ def info_nce(
         loss, lse, _, _ = torch.ops.diva_ext._info_nce_forward(q, k, queue, *args, save_o)
         return loss, lse
     return torch.ops.diva_ext.info_nce(q, k, queue, *args)
+
+
+def supervised_info_nce(
+    q: torch.Tensor,
+    labels: torch.Tensor,
+    memory: torch.Tensor,
+    memory_labels: torch.Tensor,
+    *,
+    temperature: float = 0.07,
+    return_positives: bool = False,
+):
+    """Supervised contrastive loss (SupCon, the mean outside the log) of queries against a
+    labelled memory, without the [B, K] logits.
+
+    With ``t_ij = <q_i, memory_j> / T`` and the positives ``P(i) = {j : memory_labels[j] ==
+    labels[i]}``: ``lse_i = log sum_j exp(t_ij)`` over all K memory rows and ``loss_i = lse_i -
+    mean_{j in P(i)} t_ij``. A row without positives (``P(i)`` empty) has ``loss_i = 0`` and no
+    gradient through its loss (its ``lse_i`` keeps one); ``return_positives`` reports
+    ``|P(i)|``, so such rows can be counted or left out of a mean. K = 0: ``lse = -inf`` (log of
+    an empty sum, as torch.logsumexp), loss 0.
+
+    Args:
+        q: [B, D] queries, memory: [K, D]; rows L2-normalised by the caller; one device and dtype
+            (float32/float64).
+        labels: int64 [B]; memory_labels: int64 [K], on q's device.
+        temperature: T, finite and > 0.
+        return_positives: also return the int64 [B] positive counts ``|P(i)|``.
+
+    Returns:
+        (loss, lse), each [B] in q's dtype, or (loss, lse, positives). Differentiable with
+        respect to q and memory (pass the batch itself, or a memory holding it, for in-batch
+        positives); first derivatives only (diva_ext.reference.supervised_info_nce has second
+        derivatives). Extra memory O(B * D + tile): when q needs a gradient and the memory does
+        not (a detached memory of past embeddings), the forward pass also keeps O_i = sum_j
+        p_ij memory_j and the mean positive row, and backward costs O(B * D) without reading the
+        memory; otherwise backward recomputes the logits tile by tile.
+    """
+    args = (q, labels, memory, memory_labels, float(temperature))
+    if return_positives or (torch.is_grad_enabled() and (q.requires_grad or memory.requires_grad)):
+        save_o = torch.is_grad_enabled() and q.requires_grad and not memory.requires_grad
+        loss, lse, positives, _, _ = torch.ops.diva_ext._supervised_info_nce_forward(*args, save_o)
+        return (loss, lse, positives) if return_positives else (loss, lse)
+    return torch.ops.diva_ext.supervised_info_nce(*args)

@@ -143,3 +143,23 @@ def dance_weights(s: torch.Tensor, n: int, lower_cutoff: float = 0.5, upper_cuto
     w = (log_w - log_w.max(dim=1, keepdim=True).values).exp()
     w = w.masked_fill(d > upper_cutoff, 0.0).clamp_min(1e-45)
     return w / w.sum(dim=1, keepdim=True)
+
+
+def supervised_info_nce(
+    q: torch.Tensor,
+    labels: torch.Tensor,
+    memory: torch.Tensor,
+    memory_labels: torch.Tensor,
+    *,
+    temperature: float = 0.07,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """diva_ext.ops.supervised_info_nce the way SupCon code computes it: explicit [B, K] logits and
+    a [B, K] positive mask (any dtype; float64 is the test oracle). Returns (loss, lse); rows
+    without positives get loss 0 with no gradient through it."""
+    logits = q @ memory.t() / temperature
+    lse = torch.logsumexp(logits, dim=1)
+    mask = labels[:, None] == memory_labels[None, :]
+    n = mask.sum(1)
+    mean_pos = (logits * mask).sum(1) / n.clamp_min(1).to(logits.dtype)
+    loss = torch.where(n > 0, lse - mean_pos, torch.zeros_like(lse))
+    return loss, lse

@@ -1,9 +1,7 @@
 // Row epilogues of info_nce's CPU kernel: the per-element work between the GEMMs, vectorised.
 //
-// Sums run over lanes of kLanes<T> independent accumulators (a 64-byte vector's worth) reduced
-// in a fixed order at the end: GCC vectorises them without reassociating floating-point sums (no
-// -ffast-math), and every clone (AVX-512, AVX2, baseline) adds in the same order. Maxima use
-// GCC's vector extensions (max_of). exp is the polynomial vexp below.
+// Sums run over lanes (lanes.h). Maxima use GCC's vector extensions (max_of). exp is the
+// polynomial vexp below.
 //
 // NB: the ternary selects below only vectorise when GCC may assume comparisons do not trap;
 // the extension is built without -fno-trapping-math, so this file turns it on for itself.
@@ -16,6 +14,7 @@
 #include <limits>
 
 #include "diva_ext/cpu/simd.h"
+#include "lanes.h"
 
 // DIVA_CPU_CLONES plus an x86-64-v3 clone (AVX2 with FMA): the exp and log polynomials are
 // chains of multiply-adds, about 1.4x faster fused. GCC >= 12 picks it by CPU features.
@@ -103,16 +102,6 @@ struct VecMath {
   template <typename T>
   static DIVA_ALWAYS_INLINE T exp(T x) { return vexp(x); }
 };
-
-template <typename T>
-constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
-
-template <typename T>
-DIVA_ALWAYS_INLINE T lane_sum(const T* lanes) {
-  T s = T(0);
-  for (int u = 0; u < kLanes<T>; ++u) s += lanes[u];
-  return s;
-}
 
 // max_j x_j (NaNs ignored: they reach the sums instead). GCC does not vectorise a max over
 // lane arrays with selects, so this one uses its vector extensions: two 32-byte accumulators.

@@ -62,14 +62,7 @@ inline void check_info_nce_backward_args(const at::Tensor& grad_loss, const at::
   check_info_nce_args(op, q, k, queue, temperature, weighting, lower_cutoff, upper_cutoff,
                       allow_half);
   const int64_t b = q.size(0), d = q.size(1);
-  const std::pair<const at::Tensor*, const char*> grads[] = {{&grad_loss, "grad_loss"},
-                                                             {&grad_lse, "grad_lse"}};
-  for (const auto& [g, name] : grads) {
-    TORCH_CHECK(g->dim() == 1 && g->size(0) == b, op, ": ", name, " must have shape [", b,
-                "], got ", g->sizes());
-    check_same_device(q, "q", *g, name, op);
-    check_same_dtype(q, "q", *g, name, op);
-  }
+  check_row_gradients(op, q, grad_loss, grad_lse);
   const at::ScalarType acc = info_nce_acc_dtype(q.scalar_type());
   if (stats.defined()) {
     TORCH_CHECK(stats.dim() == 2 && stats.size(0) == b && stats.size(1) == math::kNceStatsColumns, op,

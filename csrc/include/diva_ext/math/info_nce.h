@@ -250,17 +250,23 @@ DIVA_HD Acc two_sum_error(Acc a, Acc b, Acc s) {
 // So o_scale comes from the small terms (exp(-log t), exp((m - a) - loss)), never from lse, and
 // the backward forms p_ij = exp((l_ij - lse) - lse_lo): l_ij - lse is exact for the weights that
 // matter (Sterbenz), and lse_lo restores what lse's rounding dropped.
+// lse = ref + log_t rounded once, with its rounding error lse_lo (the pair finish_row and
+// supervised_finish_row return; softmax_weight reads it).
+template <typename Acc>
+DIVA_HD void lse_pair(Acc ref, Acc log_t, Acc& lse, Acc& lse_lo) {
+  lse = nce_add_rn(ref, log_t);
+  lse_lo = two_sum_error(ref, log_t, lse);
+}
+
 template <typename Math, typename Acc>
 DIVA_HD void finish_row(Acc m, Acc l, Acc a, Acc& loss, Acc& lse, Acc& lse_lo, Acc& o_scale) {
   if (m <= a) {
     loss = Math::log1p(l * Math::exp(m - a));
-    lse = nce_add_rn(a, loss);
-    lse_lo = two_sum_error(a, loss, lse);
+    lse_pair(a, loss, lse, lse_lo);
     o_scale = Math::exp((m - a) - loss);
   } else {
     const Acc log_t = Math::log(l + Math::exp(a - m));
-    lse = nce_add_rn(m, log_t);
-    lse_lo = two_sum_error(m, log_t, lse);
+    lse_pair(m, log_t, lse, lse_lo);
     loss = (m - a) + log_t;
     o_scale = Math::exp(-log_t);
   }
