@@ -97,6 +97,14 @@ struct NceTileArgs {
   gmem<Acc> part_m_in;     // [splits, rows_a] (kNceWeights): DanceStats::max_in
   gmem<Acc> out;           // [splits, rows_a, d] (see the modes; kNceLogits only if want_out)
   bool want_out;
+  // supervised_info_nce only (labels_a null otherwise): the labels of the a and b rows; the
+  // positives' partial sums of s and counts (kNceLogits, [splits, rows_a]); w_i / T by q row
+  // (gradient modes: subtracted at the positives, math/supervised_info_nce.h).
+  gmem<const std::int64_t> labels_a{};
+  gmem<const std::int64_t> labels_b{};
+  gmem<Acc> part_sigma{};
+  gmem<std::int64_t> part_count{};
+  gmem<const Acc> positive{};
 };
 
 // ---- 1. the tile of inner products --------------------------------------------------------
@@ -245,6 +253,8 @@ __global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArg
   __shared__ Acc row_scale[kTile];
   __shared__ Acc q_lse[kTile], q_lse_lo[kTile], q_factor[kTile];
   __shared__ math::DanceRow<Acc> q_dance[kTile];
+  __shared__ std::int64_t q_label[kTile];
+  __shared__ Acc q_positive[kTile];
 
   using M = NceDeviceMath;
   const int tid = threadIdx.x;
@@ -269,7 +279,29 @@ __global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArg
       q_dance[tid] = ok ? math::load_dance_row<Acc>(p.stats, r) : math::DanceRow<Acc>{Acc(0), Acc(0), Acc(0)};
     }
   };
+  // supervised_info_nce: labels of the q rows (as load_q_stats: per A row or per tile) and of
+  // the memory rows (per entry; for kNceGradQueue the thread's A row).
+  const bool sup = static_cast<bool>(p.labels_a);
+  const gmem<const std::int64_t> q_labels = kMode == kNceGradQueue ? p.labels_b : p.labels_a;
+  const gmem<const std::int64_t> mem_labels = kMode == kNceGradQueue ? p.labels_a : p.labels_b;
+  auto load_q_labels = [&](long long q0, long long q_rows) {
+    if (sup && tid < kTile) {
+      const long long r = q0 + tid;
+      q_label[tid] = r < q_rows ? q_labels[r] : std::int64_t(0);
+      q_positive[tid] = r < q_rows && p.positive ? p.positive[r] : Acc(0);
+    }
+  };
   if (kMode == kNceGradQ || (kMode == kNceLogits && kDance)) load_q_stats(a0, p.rows_a);
+  if (kMode != kNceGradQueue) load_q_labels(a0, p.rows_a);
+  const std::int64_t a_label = sup && kMode == kNceGradQueue && a0 + er < p.rows_a ? mem_labels[a0 + er] : 0;
+  // Whether entry e of the thread's tile row pairs a q row with a memory row of its label.
+  auto positive_at = [&](long long b0, int e, bool valid) -> bool {
+    if (!sup || !valid) return false;
+    const int c = 16 * eq + e;
+    return kMode == kNceGradQueue ? q_label[c] == a_label : mem_labels[b0 + c] == q_label[er];
+  };
+  Acc sigma = Acc(0);  // (kNceLogits, supervised: the positives' sum of s and their count)
+  std::int64_t count = 0;
   if (tid < kTile) row_scale[tid] = Acc(1);
   // (No barrier here: tile_products is followed by one before anything reads these.)
 
@@ -288,7 +320,10 @@ __global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArg
 
   for (long long t = t0; t < t1; ++t) {
     const long long b0 = t * kTile;
-    if (kMode == kNceGradQueue) load_q_stats(b0, p.rows_b);
+    if (kMode == kNceGradQueue) {
+      load_q_stats(b0, p.rows_b);
+      load_q_labels(b0, p.rows_b);
+    }
     tile_products(p, a0, b0, s_tile, ht);
     __syncthreads();
 
@@ -327,6 +362,17 @@ __global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArg
       m_in = m_in_new;
       floored += count;
     } else if (kMode == kNceLogits) {
+      if (sup) {
+        Acc tile_sigma = Acc(0);
+        int tile_count = 0;
+        for (int e = 0; e < 16; ++e) {
+          const bool pos = positive_at(b0, e, valid[e]);
+          tile_sigma += pos ? x[e] : Acc(0);
+          tile_count += pos;
+        }
+        sigma += quad_sum(tile_sigma);
+        count += quad_sum(tile_count);
+      }
       // x = c t with t = s * inv_t (x[e] holds t from here on); x - m by nce_logit_offset.
       Acc c[16];
       Acc tile_max = nce_neg_inf<Acc>();
@@ -355,7 +401,8 @@ __global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArg
         const Acc c = kDance ? math::dance_weight<M>(x[e], q_dance[qi], p.dance) : Acc(1);
         const Acc g = q_factor[qi] * c *
                       math::softmax_weight<M>(c, math::nce_mul_rn(x[e], p.inv_t), q_lse[qi], q_lse_lo[qi]);
-        put_p(e, valid[e] ? g : Acc(0));
+        const Acc w = positive_at(b0, e, valid[e]) ? q_positive[qi] : Acc(0);
+        put_p(e, valid[e] ? g - w : Acc(0));
       }
     }
     // Without P V (kNceWeights, kNceLogits without O) this orders the epilogue's reads of the
@@ -372,6 +419,10 @@ __global__ void __launch_bounds__(kTileThreads) info_nce_tiles_kernel(NceTileArg
     if (kMode == kNceWeights) {
       p.part_floored[idx] = floored;
       p.part_m_in[idx] = m_in;
+    }
+    if (kMode == kNceLogits && sup) {
+      p.part_sigma[idx] = sigma;
+      p.part_count[idx] = count;
     }
   }
 }
@@ -394,6 +445,23 @@ __global__ void info_nce_weights_merge_kernel(gmem<const Acc> part_m, gmem<const
         st, math::DanceStats<Acc>{part_m[i], part_m_in[i], part_l[i], part_floored[i]});
   }
   math::store_dance_row(stats, r, math::dance_row(st, k));
+}
+
+// Row r of O (threads of a kNceFinishThreads block over its D columns): the splits' parts merged
+// in split order with the rescaling of their (max, sum) pairs, times o_scale.
+template <typename Acc>
+__device__ __forceinline__ void merge_split_o(gmem<const Acc> part_m, gmem<const Acc> part_l,
+                                              gmem<const Acc> part_o, long long splits,
+                                              long long rows, long long d, long long r,
+                                              Acc o_scale, gmem<Acc> o) {
+  for (long long c = threadIdx.x; c < d; c += kNceFinishThreads) {
+    Acc acc = Acc(0), mm = nce_neg_inf<Acc>(), ll = Acc(0), sa, sb;
+    for (long long s = 0; s < splits; ++s) {
+      math::merge_max_sum<NceDeviceMath>(mm, ll, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
+      acc = acc * sa + part_o[(s * rows + r) * d + c] * sb;
+    }
+    o[r * d + c] = acc * o_scale;
+  }
 }
 
 // One block per row: merges the splits' (max, sum, O) in split order, adds the positive logit
@@ -437,16 +505,7 @@ __global__ void __launch_bounds__(kNceFinishThreads)
     o_scale_s = o_scale;
   }
   __syncthreads();
-  if (!o) return;
-  const Acc o_scale = o_scale_s;
-  for (long long c = tid; c < d; c += kNceFinishThreads) {
-    Acc acc = Acc(0), mm = nce_neg_inf<Acc>(), ll = Acc(0);
-    for (long long s = 0; s < splits; ++s) {
-      math::merge_max_sum<M>(mm, ll, part_m[s * rows + r], part_l[s * rows + r], sa, sb);
-      acc = acc * sa + part_o[(s * rows + r) * d + c] * sb;
-    }
-    o[r * d + c] = acc * o_scale;
-  }
+  if (o) merge_split_o<Acc>(part_m, part_l, part_o, splits, rows, d, r, o_scale_s, o);
 }
 
 // Per row: pos = (g (p_pos - 1) + h p_pos) / T and factor = (g + h) / T (math::row_grad_factors).
