@@ -157,7 +157,7 @@ if [ $build_ok = 1 ]; then
   step tests-cuda 120 "$py" -m pytest "${pytest_args[@]}"
 
   # --- the benchmarks, each in its own process and time box, JSON straight into OUTDIR.
-  for name in pairwise_distance distance_weighted_negatives info_nce; do
+  for name in pairwise_distance distance_weighted_negatives info_nce supervised_info_nce; do
     if [ $have_cuda = 1 ]; then
       step "bench-$name" 150 "$py" bench/run_all.py --only "$name" --device cuda --min-run-time 0.3 \
         --out-dir "$out" --tag "$tag"
@@ -180,7 +180,7 @@ if [ $build_ok = 1 ]; then
     skip train-bf16 "bf16 autocast needs CUDA"
   fi
 else
-  for s in tests-cuda bench-pairwise_distance bench-distance_weighted_negatives bench-info_nce train-fp32 train-bf16; do
+  for s in tests-cuda bench-pairwise_distance bench-distance_weighted_negatives bench-info_nce bench-supervised_info_nce train-fp32 train-bf16; do
     not_run "$s" "no usable extension"
   done
 fi
