@@ -87,16 +87,6 @@ def fwd_bwd(fn, q, k, queue, mode):
     return run
 
 
-def floor_fn(q, queue, mode):
-    def gemms():
-        s = q @ queue.t()
-        s @ queue
-        if mode == "queue_grad":
-            s.t() @ q
-
-    return gemms
-
-
 def main():
     p = common.parser(__doc__)
     p.add_argument("--modes", default="moco,queue_grad", help="comma-separated: moco, queue_grad")
@@ -117,7 +107,7 @@ def main():
                 q = F.normalize(torch.randn(b, d, generator=g), dim=1).to(device)
                 k = F.normalize(q.cpu() + 0.5 * torch.randn(b, d, generator=g), dim=1).to(device)
                 queue = F.normalize(torch.randn(kq, d, generator=g), dim=1).to(device)
-                cases = {"floor": floor_fn(q, queue, mode)}
+                cases = {"floor": common.gemm_floor(q, queue, keys_grad=mode == "queue_grad")}
                 cases.update({name: fwd_bwd(fn, q, k, queue, mode) for name, fn in fns.items()})
                 results = common.measure_all(cases, device, min_run_time)
                 if mode == "moco":
@@ -131,13 +121,7 @@ def main():
                 records.append({"mode": mode, "B": b, "K": kq, "D": d, "results": results})
                 row = {"mode": mode, "B": b, "D": d}
                 row.update(common.time_columns(results))
-                row["ours MiB"] = common.fmt_mib(results["ours"])
-                row["naive MiB"] = common.fmt_mib(results["naive"])
-                row["naive/ours"] = common.ratio(results["ours"], results["naive"])
-                row["compiled/ours"] = common.ratio(results["ours"], results["compiled_naive"])
-                if "error" not in results["ours"] and "error" not in results["naive"] and results["ours"]["peak_bytes"] > 0:
-                    row["mem naive/ours"] = round(results["naive"]["peak_bytes"] / results["ours"]["peak_bytes"], 1)
-                row["ours/floor"] = common.ratio(results["floor"], results["ours"])
+                row.update(common.versus_naive_columns(results))
                 rows.append(row)
                 print(f"{mode} B={b} D={d}: done", file=sys.stderr)
     out = args.out or common.default_out("info_nce" + ("-smoke" if args.smoke else ""), device)

@@ -78,16 +78,6 @@ def fwd_bwd(fn, q, labels, memory, memory_labels, mode):
     return run
 
 
-def floor_fn(q, memory, mode):
-    def gemms():
-        s = q @ memory.t()
-        s @ memory
-        if mode == "memory_grad":
-            s.t() @ q
-
-    return gemms
-
-
 def main():
     p = common.parser(__doc__)
     p.add_argument("--modes", default="detached,memory_grad", help="comma-separated: detached, memory_grad")
@@ -118,7 +108,7 @@ def main():
                 memory = F.normalize(centres[memory_labels] + 0.5 * torch.randn(k, d, generator=g), dim=1).to(device)
                 labels, memory_labels = labels.to(device), memory_labels.to(device)
                 case = (q, labels, memory, memory_labels)
-                cases = {"floor": floor_fn(q, memory, mode)}
+                cases = {"floor": common.gemm_floor(q, memory, keys_grad=mode == "memory_grad")}
                 cases.update({name: fwd_bwd(fn, *case, mode) for name, fn in fns.items()})
                 results = common.measure_all(cases, device, min_run_time)
                 if mode == "detached":
@@ -132,13 +122,7 @@ def main():
                 records.append({"mode": mode, "B": b, "K": k, "D": d, "results": results})
                 row = {"mode": mode, "B": b, "D": d}
                 row.update(common.time_columns(results))
-                row["ours MiB"] = common.fmt_mib(results["ours"])
-                row["naive MiB"] = common.fmt_mib(results["naive"])
-                row["naive/ours"] = common.ratio(results["ours"], results["naive"])
-                row["compiled/ours"] = common.ratio(results["ours"], results["compiled_naive"])
-                if "error" not in results["ours"] and "error" not in results["naive"] and results["ours"]["peak_bytes"] > 0:
-                    row["mem naive/ours"] = round(results["naive"]["peak_bytes"] / results["ours"]["peak_bytes"], 1)
-                row["ours/floor"] = common.ratio(results["floor"], results["ours"])
+                row.update(common.versus_naive_columns(results))
                 rows.append(row)
                 print(f"{mode} B={b} D={d}: done", file=sys.stderr)
     out = args.out or common.default_out("supervised_info_nce" + ("-smoke" if args.smoke else ""), device)

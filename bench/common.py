@@ -200,5 +200,30 @@ def ratio(a, b):
     return round(b["median_s"] / a["median_s"], 3)
 
 
+def gemm_floor(q, keys, keys_grad):
+    """The products a fused contrastive loss of q [B, D] against keys [K, D] cannot avoid: S = q
+    keys^T and P keys (O, q's gradient), and P^T q when the keys need a gradient too."""
+    def gemms():
+        s = q @ keys.t()
+        s @ keys
+        if keys_grad:
+            s.t() @ q
+
+    return gemms
+
+
+def versus_naive_columns(results):
+    """The comparison columns of a fused loss's table row from results with "ours", "naive",
+    "compiled_naive" and "floor": peak MiB, time ratios to ours (interleaved rounds), peak memory
+    naive/ours, and ours over the floor."""
+    ours, naive = results["ours"], results["naive"]
+    row = {"ours MiB": fmt_mib(ours), "naive MiB": fmt_mib(naive), "naive/ours": ratio(ours, naive),
+           "compiled/ours": ratio(ours, results["compiled_naive"])}
+    if "error" not in ours and "error" not in naive and ours["peak_bytes"] > 0:
+        row["mem naive/ours"] = round(naive["peak_bytes"] / ours["peak_bytes"], 1)
+    row["ours/floor"] = ratio(results["floor"], ours)
+    return row
+
+
 def median(values):
     return statistics.median(values)
