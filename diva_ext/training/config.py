@@ -39,6 +39,7 @@ class TrainConfig:
     transform: str = "small"          # "small" (CPU-sized images) or "resnet" (224 px)
     image_size: Optional[int] = None  # None: the transform's default
     workers: int = 0
+    val_fraction: float = 0.0         # training classes held out as validation classes (best epoch, sweeps)
     # Model
     backbone: str = "small"
     weights: Optional[str] = None     # a local state dict file for the backbone (resnet50: torchvision's)
@@ -61,7 +62,8 @@ class TrainConfig:
     margin: float = 0.2
     beta_init: float = 1.2
     lower_cutoff: float = 0.5
-    upper_cutoff: float = 1.4
+    upper_cutoff: float = math.inf    # the miners': none, as in DiVA's reference code (its cutoff is commented out)
+    dance_upper_cutoff: float = 1.4   # DaNCE's distance weights are 0 beyond it
     # Task weights and DiVA's auxiliary machinery
     weight_selfsimilarity: float = 0.3
     weight_shared: float = 0.3
@@ -148,9 +150,13 @@ class TrainConfig:
         if not self.lower_cutoff < MAX_LOWER_CUTOFF:
             raise ValueError(f"lower-cutoff must be < {MAX_LOWER_CUTOFF:g} (distances between unit embeddings are "
                              f"at most 2), got {self.lower_cutoff!r}")
-        number("upper_cutoff", allow_inf=True)
-        if self.upper_cutoff < self.lower_cutoff:
-            raise ValueError(f"upper-cutoff ({self.upper_cutoff}) must be >= lower-cutoff ({self.lower_cutoff})")
+        for name in ("upper_cutoff", "dance_upper_cutoff"):
+            number(name, allow_inf=True)
+            if getattr(self, name) < self.lower_cutoff:
+                raise ValueError(f"{flag(name)} ({getattr(self, name)}) must be >= lower-cutoff ({self.lower_cutoff})")
+        number("val_fraction", strict=False)
+        if not self.val_fraction < 1:
+            raise ValueError(f"val-fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.batch_size % self.samples_per_class:
             raise ValueError(f"batch-size ({self.batch_size}) must be a multiple of samples-per-class "
                              f"({self.samples_per_class})")
