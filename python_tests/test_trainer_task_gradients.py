@@ -130,7 +130,8 @@ def test_every_head_is_evaluated_alone_beside_the_combined_embedding(tmp_path):
 def test_best_and_final_epochs_are_kept_apart(tmp_path, monkeypatch, recalls, best_epoch):
     """A made-up recall per epoch: the best epoch (the latest of equals) is recorded, its weights
     are in best.pt, and the final epoch is kept too."""
-    trainer = trainer_for(tmp_path, tiny_config(epochs=3, tasks=("discriminative",)))
+    # Without validation classes the evaluated split chooses (their case: test_validation_classes.py).
+    trainer = trainer_for(tmp_path, tiny_config(epochs=3, tasks=("discriminative",), val_fraction=0.0))
     weights = {}
 
     def made_up_evaluation():
