@@ -2,7 +2,7 @@
 .PHONY: run test setup emulated
 
 run: setup
-	.venv/bin/diva train --out runs/diva
+	.venv/bin/diva train --out runs/diva --overwrite
 
 test:
 	scripts/test.sh

@@ -116,7 +116,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
             target.add_argument(flag, choices=sorted(PRESETS), help="named hyperparameters (default by dataset)", **kwargs)
         elif hint is float:
-            kind = _number_or_inf if field.name == "upper_cutoff" else _finite
+            kind = _number_or_inf if field.name.endswith("upper_cutoff") else _finite
             target.add_argument(flag, type=kind, metavar="NUMBER", **kwargs)
         else:
             target.add_argument(flag, type=hint, **kwargs)
@@ -144,7 +144,13 @@ def _build_parser() -> argparse.ArgumentParser:
                                           "disjoint from a run's train and test classes (cached)")
     from diva_ext.training.pretrain import PretrainConfig
 
-    for field in dataclasses.fields(PretrainConfig):
+    from diva_ext.data.synthetic import TRAIN_PARTS
+
+    for field in _pretrain_fields():
+        if field.type in (str, "str"):
+            pre.add_argument("--" + field.name.replace("_", "-"), choices=TRAIN_PARTS, default=field.default,
+                             dest=field.name)
+            continue
         kind = _finite if field.type in (float, "float") else int
         pre.add_argument("--" + field.name.replace("_", "-"), type=kind, default=field.default, dest=field.name,
                          metavar="NUMBER" if kind is _finite else "N")
@@ -287,8 +293,10 @@ def _train_in_world(args, config, world, state) -> int:
           f"preset {config.preset}, tasks {', '.join(config.tasks)}, ops {config.ops}, out {args.out}", flush=True)
     result = trainer.fit()
     if result["final"]:
+        chosen_on = "validation" if "validation" in result["best"] else "test"
         _print_table(f"final metrics (epoch {result['final']['epoch']}; best epoch {result['best']['epoch']}, "
-                     f"by combined recall@1); 'final'/'best' = the combined embedding, then each head alone:",
+                     f"by combined recall@1 on the {chosen_on} classes); 'final'/'best' = the combined embedding, "
+                     f"then each head alone:",
                      _result_rows(result))
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'checkpoint.pt'}, plots in {args.out}")
     return 0
@@ -332,6 +340,13 @@ def _eval(args) -> int:
     return 0
 
 
+def _pretrain_fields():
+    """PretrainConfig's fields that are flags (not ``generator``: the renderer's version, no choice)."""
+    from diva_ext.training.pretrain import PretrainConfig
+
+    return [f for f in dataclasses.fields(PretrainConfig) if f.name != "generator"]
+
+
 def _pretrain(args) -> int:
     import torch
 
@@ -339,7 +354,7 @@ def _pretrain(args) -> int:
 
     if args.out is not None and args.out.exists():
         raise FileExistsError(f"--out {args.out} already exists; diva pretrain does not replace it")
-    config = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
+    config = PretrainConfig(**{f.name: getattr(args, f.name) for f in _pretrain_fields()})
     entry = cached_pretrain(config.validate(), args.cache_dir, progress=not args.no_progress)
     for epoch in entry["metrics"]["epochs"]:
         print(f"pretrain epoch {epoch['epoch']}  loss {epoch['loss']:.4f}  train accuracy {epoch['train_accuracy']:.4f}")

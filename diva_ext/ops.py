@@ -133,7 +133,10 @@ def info_nce(
         q: [B, D] queries, k: [B, D] their positive keys, queue: [K, D] negatives; rows
             L2-normalised by the caller; one device and dtype (float32/float64; float16/bfloat16
             too on CUDA, with float32 accumulation).
-        temperature: T > 0.
+        temperature: T, at least 2^-126 (float32, bfloat16), 2^-1022 (float64), 2^-14
+            (float16); for "dance" at least 2^-30 (float32 accumulation), 2^-61 (float64). Below,
+            the logits of unit rows leave the dtype's range (csrc/include/diva_ext/
+            info_nce_checks.h): a RuntimeError naming temperature and its bound.
         weighting: "none" or "dance".
         lower_cutoff: "dance" only: distances below it count as it (> 0).
         upper_cutoff: "dance" only: weight 0 beyond it (>= lower_cutoff; inf for no cutoff).

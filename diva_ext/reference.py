@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from diva_ext._info_nce_temperature import temperature_error
 from diva_ext.ops import sphere_dimension
 
 
@@ -128,6 +129,10 @@ def info_nce(
         l_neg = dance_weights(l_neg.detach(), q.shape[1], lower_cutoff, upper_cutoff) * l_neg
     elif weighting != "none":
         raise ValueError(f'info_nce: weighting must be "none" or "dance", got "{weighting}"')
+    # The operator's range of temperatures (the same arguments are accepted by both).
+    error = temperature_error("info_nce", temperature, q.dtype, weighting)
+    if error is not None:
+        raise ValueError(error)
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")

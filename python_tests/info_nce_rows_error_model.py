@@ -7,7 +7,7 @@ rows have the inner products (accumulation of D terms) and the division by T as 
 import torch
 
 from dance_error_model import _lse, _logits
-from tolerances import Perturbations, accumulation
+from tolerances import Perturbations, accumulation, gamma
 
 
 def _plain_logits(p: Perturbations, q, k, queue, temperature):
@@ -25,3 +25,11 @@ def info_nce_rows(p: Perturbations, q, k, queue, *, temperature, weighting, lowe
         logits = _plain_logits(p, q, k, queue, temperature)
     lse = _lse(p, logits)[:, 0]
     return torch.stack([p.rounded(lse - logits[:, 0]), lse])
+
+
+def float64_oracle_error(loss: torch.Tensor, lse: torch.Tensor, k: int) -> torch.Tensor:
+    """[2, B]: the error of diva_ext.reference.info_nce's own float64 (loss, lse), for yardsticks
+    against it: lse from K + 1 logits (each rounded once, the shift, the sum, the log: about 8
+    roundings on any path, relative to magnitudes <= |lse| + |a|) and loss = lse - a, which
+    cancels where the positive dominates (a loss of 1e-19 comes out 0). |a| <= |lse| + |loss|."""
+    return gamma(k + 8, torch.float64) * (2 * lse.abs() + loss.abs()).expand(2, -1)

@@ -26,7 +26,8 @@ REFUSED = [
     (["--gamma", "0"], "gamma must be a finite number > 0"),
     (["--momentum", "-0.1"], "momentum must be a finite number >= 0"),
     (["--temperature", "0"], "temperature must be a finite number > 0"),
-    (["--temperature", "1e-300"], "temperature must be >= 1e-30"),
+    (["--temperature", "1e-300"], "temperature must be >= 2^-30"),
+    (["--temperature", "1e-20"], "temperature must be >= 2^-30"),  # DaNCE's float32 range
     (["--lower-cutoff", "2"], "lower-cutoff must be < 2"),
     (["--lower-cutoff", "1e38", "--upper-cutoff", "inf"], "lower-cutoff must be < 2"),
     (["--head-weights", "shared=1e39"], "head-weights shared must be <= 3.4e+38"),

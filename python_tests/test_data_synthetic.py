@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diva_ext.data import load
-from diva_ext.data.synthetic import ALL_CLASSES, FACTORS, MAX_CLASSES_PER_SPLIT, split_classes
+from diva_ext.data.synthetic import ALL_CLASSES, ANY_PART, FACTORS, MAX_CLASSES_PER_SPLIT, TRAIN_PARTS, split_classes
 from diva_ext.evaluation import evaluate
 
 SMALL = dict(num_classes=7, images_per_class=3, image_size=20)
@@ -29,12 +29,16 @@ def test_train_images_do_not_depend_on_test_options():
     assert torch.equal(a.images, b.images)
 
 
-@pytest.mark.parametrize("n_train, n_test", [(100, 100), (1, MAX_CLASSES_PER_SPLIT), (MAX_CLASSES_PER_SPLIT, 37)])
-def test_train_and_test_classes_are_disjoint(n_train, n_test):
-    train = set(split_classes(n_train, "train", seed=3))
-    test = set(split_classes(n_test, "test", seed=3))
+@pytest.mark.parametrize("train_part", TRAIN_PARTS)
+@pytest.mark.parametrize("n_train, n_test", [(100, 100), (1, None), (None, 37)])
+def test_train_and_test_classes_are_disjoint(n_train, n_test, train_part):
+    n_train, n_test = (MAX_CLASSES_PER_SPLIT[train_part] if n is None else n for n in (n_train, n_test))
+    train = set(split_classes(n_train, "train", seed=3, train_part=train_part))
+    test = set(split_classes(n_test, "test", seed=3, train_part=train_part))
     assert len(train) == n_train and len(test) == n_test
-    assert not train & test
+    # a train class whose part varies is not any test class: compare what the classes fix
+    assert not {c[:3] if c[3] == ANY_PART else c for c in train} & {c[:3] if c[3] == ANY_PART else c for c in test}
+    assert not {c[:3] for c in train if c[3] == ANY_PART} & {c[:3] for c in test}
 
 
 def test_default_splits_share_every_factor_value():
@@ -43,8 +47,9 @@ def test_default_splits_share_every_factor_value():
     assert {tuple(f.values()) for f in train.class_factors}.isdisjoint(tuple(f.values()) for f in test.class_factors)
     for factor, values in FACTORS.items():
         for split in (train, test):
-            assert {f[factor] for f in split.class_factors} == set(values), (factor, split.split)
-    assert len(ALL_CLASSES) == 8 * 6 * 4 * 3
+            expected = {"any"} if factor == "part" and split is train else set(values)
+            assert {f[factor] for f in split.class_factors} == expected, (factor, split.split)
+    assert len(ALL_CLASSES) == 8 * 8 * 4 * 3
 
 
 def test_layout_labels_and_items():
@@ -94,7 +99,8 @@ def test_image_size_option():
     "options, match",
     [
         ({"num_classes": 0}, "num_classes"),
-        ({"num_classes": MAX_CLASSES_PER_SPLIT + 1}, "num_classes"),
+        ({"num_classes": MAX_CLASSES_PER_SPLIT["varies"] + 1}, "num_classes"),
+        ({"train_part": "none"}, "train_part"),
         ({"num_classes": 2.5}, "num_classes"),
         ({"images_per_class": 0}, "images_per_class"),
         ({"image_size": 8}, "image_size"),

@@ -13,8 +13,10 @@ from diva_ext.training import checkpoint as ckpt
 from diva_ext.training import pretrain
 from diva_ext.training.pretrain import PretrainConfig, cached_pretrain
 
-# 576 - 2 x 280 = 16 pretraining classes of 2 images at 16 px, a 4-channel CNN: well under a second.
-TINY = PretrainConfig(split_classes=280, image_size=16, images_per_class=2, width=4, epochs=1, batch_size=16)
+# 768 - 2 x 376 = 16 pretraining classes (train_part fixed) of 2 images at 16 px, a 4-channel CNN:
+# well under a second.
+TINY = PretrainConfig(split_classes=376, train_part="fixed", image_size=16, images_per_class=2, width=4, epochs=1,
+                      batch_size=16)
 
 
 def quiet(line):
@@ -23,8 +25,8 @@ def quiet(line):
 
 def test_pretraining_classes_are_disjoint_from_train_and_test(generator):
     seed = int(torch.randint(2**31, (), generator=generator))
-    num = 1 + int(torch.randint(287, (), generator=generator))
-    train, test, pre = (set(split_classes(num, s, seed)) for s in ("train", "test", "pretrain"))
+    num = 1 + int(torch.randint(383, (), generator=generator))
+    train, test, pre = (set(split_classes(num, s, seed, "fixed")) for s in ("train", "test", "pretrain"))
     assert len(pre) == len(ALL_CLASSES) - 2 * num
     assert not pre & train and not pre & test and not train & test
     assert len(train | test | pre) == len(ALL_CLASSES)
@@ -79,7 +81,7 @@ def test_a_bad_cache_file_is_moved_aside_and_rebuilt(tmp_path, damage):
 
 
 def test_diva_pretrain_writes_weights_for_the_small_backbone_and_keeps_a_users_file(tmp_path, capsys):
-    flags = ["--split-classes", "280", "--image-size", "16", "--images-per-class", "2", "--width", "4",
+    flags = ["--split-classes", "376", "--train-part", "fixed", "--image-size", "16", "--images-per-class", "2", "--width", "4",
              "--epochs", "1", "--batch-size", "16", "--cache-dir", tmp_path / "cache", "--no-progress"]
     mine = tmp_path / "mine.pt"
     mine.write_bytes(b"a user's file")

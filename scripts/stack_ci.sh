@@ -9,13 +9,17 @@
 #   gpu     the GPU machines' stack: Python 3.12, torch 2.11.0 / torchvision 0.26.0, neither faiss
 #           nor pytorch-metric-learning. Default tests: the whole suite.
 #   newest  the top of the declared range: Python 3.13, torch 2.15.0 / torchvision 0.29.2 (the
-#           newest torchvision; it accepts torch >= 2.14). Built WITHOUT its CUDA kernels: PyPI's
-#           only torch 2.15.0 wheel is built with CUDA 13.2, and nvcc 13.0 refuses its headers
-#           ("CUDA compiler and CUDA toolkit headers are incompatible"); the CUDA kernels still
-#           run on this stack through the emulation. Default tests: the op tests and the
-#           CUDA emulation (python_tests/test_{pairwise_distance,info_nce,distance_weighted}*.py,
+#           newest torchvision; it accepts torch >= 2.14), built with its CUDA kernels by PyPI's
+#           CUDA 13.2 compiler (scripts/newest_stack_toolkit_requirements.txt, installed into the
+#           environment): PyPI's only torch 2.15.0 wheel is a CUDA 13.2 build, and the machine's
+#           nvcc 13.0 refuses its headers ("CUDA compiler and CUDA toolkit headers are
+#           incompatible"). Default tests: the op tests and the CUDA emulation
+#           (python_tests/test_{pairwise_distance,info_nce,distance_weighted}*.py,
 #           python_tests/test_cuda_emulation_*.py), the evaluation without faiss and the CLI.
 #
+# A stack's CUDA toolkit, when it brings its own (scripts/STACK_stack_toolkit_requirements.txt),
+# is a layer of that environment with a key of its own: changing it reinstalls ~200 MB, not the
+# environment; CUDA_HOME then points at it (site-packages/nvidia/cuXX) for the build.
 # Both slow parts are cached under $DIVA_CACHE (default ~/.cache/diva_ext) for the next run on
 # the same machine, keyed by the stack, the interpreter and the requirement set:
 #   venv-…   the environment (a first run downloads and installs about 3 GB);
@@ -32,13 +36,14 @@ stack=$1
 shift
 case $stack in
   gpu)    pyver=3.12 with_cuda=1 default_tests=() ;;
-  newest) pyver=3.13 with_cuda=0
+  newest) pyver=3.13 with_cuda=1
           default_tests=(python_tests/test_pairwise_distance*.py python_tests/test_info_nce*.py
                          python_tests/test_distance_weighted*.py python_tests/test_cuda_emulation_*.py
                          python_tests/test_evaluation_without_faiss.py python_tests/test_cli.py) ;;
   *) echo "stack_ci: unknown stack '$stack' (gpu or newest)" >&2; exit 2 ;;
 esac
 reqs=$root/scripts/${stack}_stack_requirements.txt
+toolkit=$root/scripts/${stack}_stack_toolkit_requirements.txt
 # The versions the environment must end up with are the requirement file's pins.
 pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$reqs"; }
 torch_version=$(pin torch) vision_version=$(pin torchvision)
@@ -57,6 +62,7 @@ find_python() {
 }
 python=$(find_python)
 # Keyed by the requirement lines only: a reworded comment must not cost a new 5 GB environment.
+lines_key() { grep -v '^[[:space:]]*\(#\|$\)' "$@" | sha256sum | cut -c1-12; }
 key=$({ "$python" -VV; grep -v '^[[:space:]]*\(#\|$\)' "$reqs"; } | sha256sum | cut -c1-12)
 name=$stack-py$pyver-torch$torch_version-$key
 venv=$cache/venv-$name
@@ -75,6 +81,23 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -r "$reqs"
   touch "$venv/.complete"
+fi
+if [ -f "$toolkit" ]; then
+  toolkit_key=$(lines_key "$toolkit")
+  if [ ! -f "$venv/.toolkit-$toolkit_key" ]; then
+    say "installing the CUDA toolkit of $toolkit"
+    rm -f "$venv"/.toolkit-*
+    "$venv/bin/python" -m pip install -q -r "$toolkit"
+    touch "$venv/.toolkit-$toolkit_key"
+  fi
+  CUDA_HOME=$("$venv/bin/python" -c 'import torch; from pathlib import Path
+print(Path(torch.__file__).parent.parent / "nvidia" / ("cu" + torch.version.cuda.split(".")[0]))')
+  export CUDA_HOME
+  # The wheels ship only the versioned runtime (libcudart.so.13); torch's extension builder links
+  # with -lcudart, which needs the unversioned name.
+  cudart=$(cd "$CUDA_HOME/lib" && ls libcudart.so.* | head -1)
+  [ -e "$CUDA_HOME/lib/libcudart.so" ] || ln -s "$cudart" "$CUDA_HOME/lib/libcudart.so"
+  say "CUDA toolkit: $CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version | tail -1))"
 fi
 # The run is only worth something if the environment is the stack it names.
 STACK=$stack PYVER=$pyver TORCH_VERSION=$torch_version VISION_VERSION=$vision_version \

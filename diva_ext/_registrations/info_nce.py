@@ -10,6 +10,7 @@ Two differentiable entry points share one backward op:
 
 import torch
 
+from diva_ext._info_nce_temperature import temperature_error
 from diva_ext._registrations.once_differentiable import refuse_double_backward
 
 _FLOAT_CPU = (torch.float32, torch.float64)
@@ -19,7 +20,7 @@ _FLOAT_ANY = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 STATS_COLUMNS = 6
 
 
-def _check(op, q, k, queue):
+def _check(op, q, k, queue, temperature, weighting):
     torch._check(q.dim() == 2, lambda: f"{op}: q must be a 2-D tensor [rows, dim], got {q.dim()}-D")
     torch._check(k.dim() == 2, lambda: f"{op}: k must be a 2-D tensor [rows, dim], got {k.dim()}-D")
     torch._check(
@@ -34,6 +35,8 @@ def _check(op, q, k, queue):
     torch._check(
         queue.shape[1] == q.shape[1], lambda: f"{op}: queue must have the feature dimension D of q"
     )
+    error = temperature_error(op, temperature, q.dtype, weighting)
+    torch._check(error is None, lambda: error)
 
 
 def _acc_dtype(dtype):
@@ -42,13 +45,13 @@ def _acc_dtype(dtype):
 
 @torch.library.register_fake("diva_ext::info_nce")
 def _info_nce_fake(q, k, queue, temperature, weighting, lower_cutoff, upper_cutoff):
-    _check("info_nce", q, k, queue)
+    _check("info_nce", q, k, queue, temperature, weighting)
     return q.new_empty((q.shape[0],)), q.new_empty((q.shape[0],))
 
 
 @torch.library.register_fake("diva_ext::_info_nce_forward")
 def _info_nce_forward_fake(q, k, queue, temperature, weighting, lower_cutoff, upper_cutoff, save_o):
-    _check("_info_nce_forward", q, k, queue)
+    _check("_info_nce_forward", q, k, queue, temperature, weighting)
     b, d = q.shape
     acc = _acc_dtype(q.dtype)
     o = q.new_empty((b, d), dtype=acc) if save_o else q.new_empty((0,))
@@ -60,7 +63,7 @@ def _info_nce_backward_fake(
     grad_loss, grad_lse, q, k, queue, stats, o, temperature, weighting, lower_cutoff, upper_cutoff,
     needs_grad_q, needs_grad_k, needs_grad_queue,
 ):
-    _check("_info_nce_backward", q, k, queue)
+    _check("_info_nce_backward", q, k, queue, temperature, weighting)
     empty = q.new_empty((0,))
     return (
         q.new_empty(q.shape) if needs_grad_q else empty,

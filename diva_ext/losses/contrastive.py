@@ -11,6 +11,7 @@ from torch import nn
 from diva_ext import _validation as _check
 from diva_ext import ops as _fused
 from diva_ext import reference as _reference
+from diva_ext._info_nce_temperature import temperature_error
 from diva_ext.losses._reduction import batch_mean
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -21,7 +22,8 @@ class InfoNCELoss(nn.Module):
     """InfoNCE of queries against their keys and a queue of negatives (MoCo).
 
     Args:
-        temperature: T of the logits ``<q, k> / T``, finite and > 0.
+        temperature: T of the logits ``<q, k> / T``, finite and > 0; forward refuses one below
+            diva_ext.ops.info_nce's range for the inputs' dtype (float32: 2^-126, DaNCE 2^-30).
         reduction: "mean" (default), "sum" or "none" over the batch.
         ops: "fused" (diva_ext.ops) or "reference" (the explicit [B, K+1] logits).
 
@@ -53,6 +55,9 @@ class InfoNCELoss(nn.Module):
         query = _check.matrix(query, "query")
         _check.matrix(key, "key", like=query, like_name="query", rows=query.shape[0], same_dtype=True)
         _check.matrix(queue, "queue", like=query, like_name="query", same_dtype=True)
+        error = temperature_error(type(self).__name__, self.temperature, query.dtype, self.weighting)
+        if error is not None:
+            raise ValueError(error)
         _check.check_values(finite=[("query", query), ("key", key), ("queue", queue)])
         loss, _ = _IMPLEMENTATIONS[self.ops].info_nce(
             query, key, queue, temperature=self.temperature, weighting=self.weighting, **self._cutoffs()

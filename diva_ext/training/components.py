@@ -47,7 +47,7 @@ class Contrastive:
         self.encoder = MomentumEncoder(model, momentum=config.momentum)
         self.queue = MemoryQueue.for_batches(config.queue_batches, config.batch_size, config.embed_dim, device=device)
         self.criterion = losses.DaNCELoss(config.temperature, lower_cutoff=config.lower_cutoff,
-                                          upper_cutoff=config.upper_cutoff, ops=config.ops)
+                                          upper_cutoff=config.dance_upper_cutoff, ops=config.ops)
         self.gather, self.autocast = gather, autocast
 
     @torch.no_grad()

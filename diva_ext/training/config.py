@@ -7,6 +7,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
+
+from diva_ext._info_nce_temperature import min_temperature
 from diva_ext.evaluation.backend import BACKENDS as EVAL_BACKENDS
 from diva_ext.models import TASKS
 
@@ -19,10 +22,9 @@ DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 # augmentation, trainer) stays inside torch.manual_seed's 64 bits.
 MAX_SEED = 2**32 - 1
 FLOAT32_MAX = 3.4028234663852886e38
-# Logits reach 1/temperature (unit embeddings, weights <= 1), and the backward multiplies them by
-# the batch's sums and incoming gradients: 1/temperature must stay finite in float32 with a
-# margin of 1e8 for those (so temperature >= 1e-30).
-MIN_TEMPERATURE = 1e-30
+# The DaNCE loss runs diva_ext.ops.info_nce in float32: its smallest temperature, 2^-30 (derived in
+# csrc/include/diva_ext/info_nce_checks.h; below it the op refuses the call mid-run).
+MIN_TEMPERATURE = min_temperature(torch.float32, "dance")
 # Adam's first step size is lr / (1 - beta1) = 10 lr (torch's default beta1 = 0.9), a float32.
 MAX_LEARNING_RATE = FLOAT32_MAX * (1 - 0.9)
 # Distances between unit vectors are at most 2: a lower cutoff at or above it clamps every distance.
@@ -39,6 +41,7 @@ class TrainConfig:
     transform: str = "small"          # "small" (CPU-sized images) or "resnet" (224 px)
     image_size: Optional[int] = None  # None: the transform's default
     workers: int = 0
+    val_fraction: float = 0.0         # training classes held out as validation classes (best epoch, sweeps)
     # Model
     backbone: str = "small"
     weights: Optional[str] = None     # a local state dict file for the backbone (resnet50: torchvision's)
@@ -61,7 +64,8 @@ class TrainConfig:
     margin: float = 0.2
     beta_init: float = 1.2
     lower_cutoff: float = 0.5
-    upper_cutoff: float = 1.4
+    upper_cutoff: float = math.inf    # the miners': none, as in DiVA's reference code (its cutoff is commented out)
+    dance_upper_cutoff: float = 1.4   # DaNCE's distance weights are 0 beyond it
     # Task weights and DiVA's auxiliary machinery
     weight_selfsimilarity: float = 0.3
     weight_shared: float = 0.3
@@ -135,8 +139,8 @@ class TrainConfig:
         if not self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not self.temperature >= MIN_TEMPERATURE:
-            raise ValueError(f"temperature must be >= {MIN_TEMPERATURE:g} (logits reach 1/temperature and must "
-                             f"stay finite in float32), got {self.temperature!r}")
+            raise ValueError(f"temperature must be >= 2^-30 = {MIN_TEMPERATURE:.6g} (DaNCE's logits reach "
+                             f"1/temperature in float32), got {self.temperature!r}")
         # The largest rate a group reaches: gamma > 1 raises it at every milestone.
         growth = max(1.0, self.gamma) ** len(self.milestones)
         for name in ("lr", "beta_lr", "decorrelation_lr"):
@@ -148,9 +152,13 @@ class TrainConfig:
         if not self.lower_cutoff < MAX_LOWER_CUTOFF:
             raise ValueError(f"lower-cutoff must be < {MAX_LOWER_CUTOFF:g} (distances between unit embeddings are "
                              f"at most 2), got {self.lower_cutoff!r}")
-        number("upper_cutoff", allow_inf=True)
-        if self.upper_cutoff < self.lower_cutoff:
-            raise ValueError(f"upper-cutoff ({self.upper_cutoff}) must be >= lower-cutoff ({self.lower_cutoff})")
+        for name in ("upper_cutoff", "dance_upper_cutoff"):
+            number(name, allow_inf=True)
+            if getattr(self, name) < self.lower_cutoff:
+                raise ValueError(f"{flag(name)} ({getattr(self, name)}) must be >= lower-cutoff ({self.lower_cutoff})")
+        number("val_fraction", strict=False)
+        if not self.val_fraction < 1:
+            raise ValueError(f"val-fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.batch_size % self.samples_per_class:
             raise ValueError(f"batch-size ({self.batch_size}) must be a multiple of samples-per-class "
                              f"({self.samples_per_class})")

@@ -16,7 +16,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         backbone="small", pretrained="synthetic", transform="small", image_size=32, batch_size=112, samples_per_class=2,
         epochs=8, milestones=(6,), gamma=0.3, eval_every=2, lr=1e-3, weight_decay=4e-4, beta_lr=5e-4,
         decorrelation_lr=1e-3, weight_selfsimilarity=0.3, weight_shared=0.3, weight_intra=0.3,
-        rho=100.0, queue_batches=10, temperature=0.01, momentum=0.9, workers=0,
+        rho=100.0, queue_batches=10, temperature=0.01, momentum=0.9, workers=0, val_fraction=0.2,
     ),
     "cub200-r50": dict(
         _PAPER_R50, dataset="cub200", epochs=350, milestones=(55,), gamma=0.2, weight_selfsimilarity=0.3,

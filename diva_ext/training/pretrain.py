@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diva_ext.data.sampler import ClassBalancedBatchSampler
-from diva_ext.data.synthetic import SyntheticDataset, generate, pretrain_class_count
+from diva_ext.data.synthetic import GENERATOR_VERSION, SyntheticDataset, generate, pretrain_class_count
 from diva_ext.data.transforms import make_transforms
 from diva_ext.models.backbones import SmallCNN
 from diva_ext.training import checkpoint as ckpt
@@ -43,6 +43,8 @@ class PretrainConfig:
 
     data_seed: int = 0          # the synthetic data's seed (chooses every split's classes)
     split_classes: int = 100    # num_classes of the run's train and test splits (excluded here)
+    train_part: str = "varies"  # the synthetic data's class design (its train_part option)
+    generator: int = GENERATOR_VERSION  # the synthetic renderer's version: other images, other weights
     image_size: int = 32        # the synthetic images' side (and the backbone's input)
     images_per_class: int = 12
     width: int = 32             # SmallCNN's width
@@ -65,7 +67,10 @@ class PretrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"pretrain {name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
-        pretrain_class_count(self.split_classes)  # raises when train and test leave none
+        if self.generator != GENERATOR_VERSION:
+            raise ValueError(f"pretrain generator must be the synthetic renderer's version {GENERATOR_VERSION}, "
+                             f"got {self.generator!r}")
+        pretrain_class_count(self.split_classes, self.train_part)  # raises when train and test leave none
         return self
 
     def key(self) -> str:
@@ -81,7 +86,7 @@ def default_cache_dir() -> Path:
 
 def pretrain_set(config: PretrainConfig, transform=None) -> SyntheticDataset:
     images, labels, classes = generate(config.split_classes, config.images_per_class, config.image_size,
-                                       "pretrain", config.data_seed)
+                                       "pretrain", config.data_seed, config.train_part)
     return SyntheticDataset(images, labels, classes, "pretrain", config.data_seed, transform)
 
 
@@ -151,7 +156,8 @@ def cached_pretrain(config: PretrainConfig, cache_dir: Optional[Path] = None, *,
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{config.key()}.pt"
     state = _read_cache(path, config)
     if state is None:
-        log(f"pretraining the small backbone on {pretrain_class_count(config.split_classes)} synthetic classes "
+        log(f"pretraining the small backbone on {pretrain_class_count(config.split_classes, config.train_part)} "
+            f"synthetic classes "
             f"disjoint from train and test (cached as {path})")
         result = pretrain(config, progress=progress)
         state = {"kind": KIND, "settings": dataclasses.asdict(config), **result}
@@ -176,4 +182,5 @@ def settings_for(config, dataset_options: Dict[str, Any]) -> PretrainConfig:
     options = dict(dataset_options) if config.dataset == "synthetic" else {}
     return PretrainConfig(data_seed=int(options.get("seed", config.seed)),
                           split_classes=int(options.get("num_classes", defaults["num_classes"])),
+                          train_part=str(options.get("train_part", defaults["train_part"])),
                           image_size=output_size(config.transform, config.image_size), seed=config.seed).validate()

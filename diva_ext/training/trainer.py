@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from diva_ext import data, distributed
+from diva_ext.data.class_subset import split_validation_classes
 from diva_ext.data.sampler import ClassBalancedBatchSampler
 from diva_ext.data.transforms import TwoViews, make_transforms, output_size, selfsimilarity_view_transform
 from diva_ext.evaluation import combine_embeddings, evaluate
@@ -42,8 +43,11 @@ BEST = "best.pt"
 METRICS = "metrics.json"
 # The sampler epoch whose batches fill the memory queue (training uses epochs 0, 1, ...).
 FILL_EPOCH = 2**31 - 1
-# How the best epoch (best.pt, metrics.json's "best") is chosen.
-BEST_BY = "recall@1 of the combined embedding on the evaluated split (test), the latest of equal epochs"
+# How the best epoch (best.pt, metrics.json's "best") is chosen: on the validation classes when
+# the run holds some out (val_fraction), never on the test classes otherwise reported.
+BEST_BY = "recall@1 of the combined embedding on the validation classes, the latest of equal epochs"
+BEST_BY_WITHOUT_VALIDATION = ("recall@1 of the combined embedding on the test split (no validation classes: "
+                              "val_fraction 0), the latest of equal epochs")
 # The files of a run: what `fit` refuses to replace unless asked (resume or overwrite).
 RUN_FILES = (CHECKPOINT, BEST, METRICS, "loss.png", "recall.png")
 # What a checkpoint must hold to be resumed from, and of which type.
@@ -134,7 +138,9 @@ class DiVATrainer:
         torch.manual_seed(config.seed)
 
         self.dataset_options = dataset_options_of(config, dataset_options)
-        self.train_set, self.test_set = load_datasets(config, self.dataset_options)
+        train_set, self.test_set = load_datasets(config, self.dataset_options)
+        self.train_set, self.val_set = split_validation_classes(
+            train_set, config.val_fraction, config.seed, make_transforms(config.transform, config.image_size)[1])
         self.data_record = fingerprint.data_record(self.dataset_options, self.train_set, self.test_set)
         self.model = build_model(config)
         self.pretraining = self._pretrained_start()
@@ -325,11 +331,12 @@ class DiVATrainer:
                     if filled == self.config.queue_batches:
                         break
 
-    def evaluate(self) -> Dict[str, float]:
-        """Test metrics of the combined embedding and, under ``heads``, of each head on its own
-        (with more than one head); distributed, each rank embeds a contiguous shard and rank 0
-        evaluates the gathered embeddings (in dataset order), then shares the metrics."""
-        test_set = self.test_set
+    def evaluate(self, dataset=None) -> Dict[str, float]:
+        """Metrics of ``dataset`` (default the test split) for the combined embedding and, under
+        ``heads``, for each head on its own (with more than one head); distributed, each rank
+        embeds a contiguous shard and rank 0 evaluates the gathered embeddings (in dataset
+        order), then shares the metrics."""
+        test_set = self.test_set if dataset is None else dataset
         if self.world.is_distributed:
             test_set = torch.utils.data.Subset(test_set, distributed.shard(len(test_set)))
         heads, labels = embed_heads(self.model, test_set, self.config, self.device, self.progress)
@@ -363,6 +370,8 @@ class DiVATrainer:
             if self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs:
                 start = time.time()
                 record.update(self.evaluate())
+                if self.val_set is not None:
+                    record["validation"] = self.evaluate(self.val_set)
                 record["eval_seconds"] = round(time.time() - start, 2)
             self.history.append(record)
             self.log(_epoch_line(record))
@@ -372,7 +381,7 @@ class DiVATrainer:
                 for name in RUN_FILES:
                     (self.out_dir / name).unlink(missing_ok=True)
                 replacing = []
-            if "recall@1" in record and record["recall@1"] >= self.best().get("recall@1", -1.0):
+            if "recall@1" in record and _selection_score(record) >= _selection_score(self.best(), -1.0):
                 ckpt.save_checkpoint({"config": self.config.to_dict(), "data": self.data_record,
                                       "model": self.model.state_dict(), "metrics": record}, self.out_dir / BEST)
             self.save_checkpoint()
@@ -381,18 +390,20 @@ class DiVATrainer:
 
     # -- results --------------------------------------------------------------------------
     def best(self) -> Dict[str, Any]:
-        """The evaluated epoch with the highest combined recall@1 (the latest of equals)."""
+        """The evaluated epoch with the highest combined recall@1 on the validation classes (on
+        the test split without them; the latest of equals)."""
         evaluated = [e for e in self.history if "recall@1" in e]
         # max() keeps the first of equals: searched from the end, so that best.pt (written when an
         # epoch matches or beats the best so far) and this record name the same epoch.
-        return dict(max(reversed(evaluated), key=lambda e: e["recall@1"])) if evaluated else {}
+        return dict(max(reversed(evaluated), key=_selection_score)) if evaluated else {}
 
     def metrics(self) -> Dict[str, Any]:
         """The metrics document: config, every epoch, the final and the best evaluated epoch
         (BEST_BY), and with self-similarity the positive-pair similarity at the start and end."""
         evaluated = [e for e in self.history if "recall@1" in e]
         document = {"config": self.config.to_dict(), "pretraining": self.pretraining, "epochs": self.history,
-                    "final": dict(evaluated[-1]) if evaluated else {}, "best": self.best(), "best_by": BEST_BY}
+                    "final": dict(evaluated[-1]) if evaluated else {}, "best": self.best(),
+                    "best_by": BEST_BY if self.val_set is not None else BEST_BY_WITHOUT_VALIDATION}
         similarity = [e["positive_similarity"] for e in self.history if "positive_similarity" in e]
         if similarity:
             document["positive_similarity"] = {"start": similarity[0]["first"], "end": similarity[-1]["last"]}
@@ -464,6 +475,13 @@ class DiVATrainer:
     def resume(self, path: Optional[Path] = None) -> None:
         path = Path(path) if path else self.out_dir / CHECKPOINT
         self.load_state_dict(ckpt.load_checkpoint(path), path)
+
+
+def _selection_score(record: Dict[str, Any], missing: float = float("nan")) -> float:
+    """What chooses the best epoch: validation recall@1 where the record has it, else test's."""
+    if not record:
+        return missing
+    return record["validation"]["recall@1"] if "validation" in record else record["recall@1"]
 
 
 def _finite(obj):

@@ -20,6 +20,28 @@ inline bool parse_info_nce_weighting(std::string_view weighting, const char* op)
   return false;
 }
 
+// The smallest temperature 2^e that info_nce honours for every L2-normalised input, by the
+// dtype of q (the accumulation dtype is float32 for half inputs) and the weighting. Logits are
+// bounded by |s| / T with |s| <= 1 + D u < 2 (rounding of a unit dot product), weights c <= 1.
+// - "none": loss = lse - a reaches 2 / T (+ log(K + 1)), which must be finite in q's dtype:
+//   T >= 2^(1 - emax) with emax = 127 (float32, bfloat16), 1023 (float64), or 2^-14 in float16
+//   (2 * 2^14 + log(K + 1) < 65504).
+// - "dance": the online pass takes the row's reference m from rounded products c t, while each
+//   term's offset c t - m is one fused, exact multiply-add (math::nce_logit_offset), so an offset
+//   reaches ulp(m) / 2 > 0. exp of it must stay far from the Acc range (the CPU's vexp saturates
+//   at 88.3 in float, 709 in double) and the sum of K + 1 such terms finite: with |m| < 2^31 in
+//   float32 (ulp/2 <= 64: e^64 (K + 1) < FLT_MAX for K < 5e10), T >= 2^-30; with |m| < 2^62 in
+//   float64 (ulp/2 <= 256), T >= 2^-61. float16 also needs the "none" bound 2^-14.
+// Below these a run may overflow (seen from T ~ 1e-11 in float32) or, with one saturated term,
+// return a wrong lse; python_tests/test_info_nce_temperature_range.py checks both ends.
+inline int info_nce_min_temperature_exponent(at::ScalarType dtype, bool dance) {
+  switch (dtype) {
+    case at::kDouble: return dance ? -61 : -1022;
+    case at::kHalf: return -14;
+    default: return dance ? -30 : -126;  // float32 accumulation: float32, bfloat16
+  }
+}
+
 inline void check_info_nce_args(const char* op, const at::Tensor& q, const at::Tensor& k,
                                 const at::Tensor& queue, double temperature,
                                 std::string_view weighting, double lower_cutoff,
@@ -39,7 +61,12 @@ inline void check_info_nce_args(const char* op, const at::Tensor& q, const at::T
               " and q ", q.sizes());
   TORCH_CHECK(std::isfinite(temperature) && temperature > 0, op,
               ": temperature must be finite and > 0, got ", temperature);
-  parse_info_nce_weighting(weighting, op);
+  const bool dance = parse_info_nce_weighting(weighting, op);
+  const int min_exp = info_nce_min_temperature_exponent(q.scalar_type(), dance);
+  TORCH_CHECK(temperature >= std::ldexp(1.0, min_exp), op, ": temperature must be >= 2^", min_exp,
+              " = ", std::ldexp(1.0, min_exp), " for weighting \"", weighting, "\" in ",
+              q.scalar_type(), " (logits |<q, k>| / T of unit rows must stay in range), got ",
+              temperature);
   TORCH_CHECK(std::isfinite(lower_cutoff) && lower_cutoff > 0, op,
               ": lower_cutoff must be finite and > 0, got ", lower_cutoff);
   TORCH_CHECK(!std::isnan(upper_cutoff) && upper_cutoff >= lower_cutoff, op,
