@@ -289,8 +289,13 @@ def _train_in_world(args, config, world, state) -> int:
     if world.is_distributed:
         print(f"diva train: {world.size} processes, global batch {config.batch_size} "
               f"({config.batch_size // world.size} per process)", flush=True)
-    print(f"diva train: {config.dataset} ({len(trainer.train_set)} train / {len(trainer.test_set)} test images), "
-          f"preset {config.preset}, tasks {', '.join(config.tasks)}, ops {config.ops}, out {args.out}", flush=True)
+    train_split = trainer.data_record["fingerprint"]["train"]  # the whole split, validation classes included
+    held_out = "" if trainer.val_set is None else (
+        f"; {trainer.val_set.num_classes} of the {len(train_split['class_names'])} train classes "
+        f"({len(trainer.val_set)} images) held out for validation")
+    print(f"diva train: {config.dataset} ({train_split['images']} train / {len(trainer.test_set)} test images"
+          f"{held_out}), preset {config.preset}, tasks {', '.join(config.tasks)}, ops {config.ops}, out {args.out}",
+          flush=True)
     result = trainer.fit()
     if result["final"]:
         chosen_on = "validation" if "validation" in result["best"] else "test"

@@ -79,7 +79,8 @@ def test_only_the_key_view_gets_the_papers_augmentation():
 
 
 def test_the_queue_is_filled_from_the_query_view_of_fresh_batches(tmp_path):
-    config = tiny_config(queue_batches=3)
+    # No validation classes: the sampler's indices are then the synthetic set's (its .images, its transform).
+    config = tiny_config(queue_batches=3, val_fraction=0.0)
     trainer = DiVATrainer(config, tmp_path, progress=False, log=lambda line: None, dataset_options=SYNTHETIC)
     _, plain = make_transforms(config.transform, config.image_size)
     # Deterministic views (the key view mirrored) so that the enqueued images can be recognised.

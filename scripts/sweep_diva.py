@@ -48,6 +48,9 @@ def train_and_embed_validation(config, dataset_options: Dict[str, Any], progress
 
     trainer = DiVATrainer(config, Path(os.devnull), progress=progress, log=lambda line: None,
                           dataset_options=dataset_options)
+    if trainer.val_set is None:  # too few training classes to hold a share out (diva_ext.data.class_subset)
+        raise ValueError(f"the sweep needs validation classes: the train split has only "
+                         f"{trainer.train_set.num_classes} classes, none could be held out")
     if trainer.contrastive is not None:
         trainer.fill_queue()
     record = {}

@@ -2,14 +2,23 @@
 split restricted to the classes that remain for training and a copy restricted to the held-out
 ones (with its own transform), each relabelled 0..C-1. Settings are chosen on the held-out
 classes, never on the test classes (the paper's zero-shot protocol has no validation split of
-its own)."""
+its own).
+
+A split with fewer than ``MIN_CLASSES_TO_HOLD_OUT`` classes (a small folder dataset) has no share
+to spare: none is held out, with a warning, so that it still trains (the best epoch is then
+chosen on the test split, and metrics.json's ``best_by`` says so)."""
 
 import copy
+import warnings
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+# 2 to validate on (recall needs two classes) and 2 left to train on (a batch needs two).
+MIN_CLASSES_TO_HOLD_OUT = 4
 
 
 class ClassSubset(Dataset):
@@ -32,6 +41,10 @@ class ClassSubset(Dataset):
 
     def __len__(self) -> int:
         return int(self.indices.numel())
+
+    # The wrapped dataset's: setting it on the subset must not be a silent no-op.
+    transform = property(lambda self: self.dataset.transform,
+                         lambda self, value: setattr(self.dataset, "transform", value))
 
     def __getitem__(self, index: int):
         image, _, _ = self.dataset[int(self.indices[index])]
@@ -58,7 +71,13 @@ def validation_class_count(num_classes: int, fraction: float) -> int:
 def split_validation_classes(dataset, fraction: float, seed: int, eval_transform: Optional[Callable]
                              ) -> Tuple[Dataset, Optional[Dataset]]:
     """(training part, validation part or None): ``fraction`` of ``dataset``'s classes, drawn by
-    ``seed``, held out; the validation part reads the same images through ``eval_transform``."""
+    ``seed``, held out; the validation part reads the same images through ``eval_transform``.
+    Fewer than MIN_CLASSES_TO_HOLD_OUT classes: none held out, with a warning."""
+    if fraction > 0 and dataset.num_classes < MIN_CLASSES_TO_HOLD_OUT:
+        warnings.warn(f"val-fraction {fraction}: only {dataset.num_classes} training classes, and holding validation "
+                      f"classes out needs at least {MIN_CLASSES_TO_HOLD_OUT} (2 to validate on, 2 to train on): "
+                      "none held out, the best epoch is chosen on the test split", UserWarning)
+        return dataset, None
     count = validation_class_count(dataset.num_classes, fraction)
     if count == 0:
         return dataset, None

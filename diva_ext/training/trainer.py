@@ -138,10 +138,12 @@ class DiVATrainer:
         torch.manual_seed(config.seed)
 
         self.dataset_options = dataset_options_of(config, dataset_options)
-        train_set, self.test_set = load_datasets(config, self.dataset_options)
+        train_split, self.test_set = load_datasets(config, self.dataset_options)
         self.train_set, self.val_set = split_validation_classes(
-            train_set, config.val_fraction, config.seed, make_transforms(config.transform, config.image_size)[1])
-        self.data_record = fingerprint.data_record(self.dataset_options, self.train_set, self.test_set)
+            train_split, config.val_fraction, config.seed, make_transforms(config.transform, config.image_size)[1])
+        # The whole train split, held-out classes included: a change to any of them refuses a resume.
+        self.data_record = fingerprint.data_record(self.dataset_options, train_split, self.test_set,
+                                                   [] if self.val_set is None else self.val_set.class_names)
         self.model = build_model(config)
         self.pretraining = self._pretrained_start()
         self.model.to(self.device)
@@ -447,6 +449,10 @@ class DiVATrainer:
             raise ValueError(f"cannot resume: the checkpoint was trained with other settings: "
                              f"{', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}")
         ckpt.require_parts(state["data"], path, {"options": dict, "fingerprint": dict})
+        if saved.val_fraction > 0 and "validation_classes" not in state["data"]["fingerprint"]:
+            # Written by 151a305 alone, which fingerprinted only the classes trained on.
+            raise ValueError(f"cannot resume: checkpoint {path} holds validation classes out but its data record "
+                             "does not cover them (written before they were fingerprinted); train it again")
         try:
             changed = fingerprint.data_differences(state["data"], self.data_record)
         except (KeyError, TypeError, ValueError) as err:
