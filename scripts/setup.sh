@@ -20,6 +20,7 @@ if ! .venv/bin/python -m pip show -q diva_ext >/dev/null 2>&1; then
   DIVA_METADATA_ONLY=1 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 fi
 
+. scripts/compiler_cache.sh
 echo "setup: building the extension (incremental)"
 start=$(date +%s)
 .venv/bin/python setup.py -q build_ext --inplace
