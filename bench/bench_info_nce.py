@@ -111,18 +111,11 @@ def main():
                 cases.update({name: fwd_bwd(fn, q, k, queue, mode) for name, fn in fns.items()})
                 results = common.measure_all(cases, device, min_run_time)
                 if mode == "moco":
-                    pml = pml_case(q, k, queue)
-                    if pml is None:
-                        results["pml"] = {"error": "pytorch-metric-learning is not installed"}
-                    elif 2 * b * (kq + b) > PML_MAX_PAIRS:
-                        results["pml"] = {"error": f"skipped: {2 * b * (kq + b)} pairs > {PML_MAX_PAIRS} (~512 bytes each)"}
-                    else:
-                        results["pml"] = common.measure(fwd_bwd(pml, q, k, queue, mode), device, min_run_time)
+                    results["pml"] = common.peer_result(
+                        pml_case(q, k, queue), lambda pml: fwd_bwd(pml, q, k, queue, mode), 2 * b * (kq + b),
+                        PML_MAX_PAIRS, device, min_run_time, size_note=" (~512 bytes each)")
                 records.append({"mode": mode, "B": b, "K": kq, "D": d, "results": results})
-                row = {"mode": mode, "B": b, "D": d}
-                row.update(common.time_columns(results))
-                row.update(common.versus_naive_columns(results))
-                rows.append(row)
+                rows.append(common.fused_loss_row(mode, b, d, results))
                 print(f"{mode} B={b} D={d}: done", file=sys.stderr)
     out = args.out or common.default_out("info_nce" + ("-smoke" if args.smoke else ""), device)
     payload = {

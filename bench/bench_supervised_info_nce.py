@@ -112,18 +112,11 @@ def main():
                 cases.update({name: fwd_bwd(fn, *case, mode) for name, fn in fns.items()})
                 results = common.measure_all(cases, device, min_run_time)
                 if mode == "detached":
-                    pml = pml_case(memory, memory_labels)
-                    if pml is None:
-                        results["pml"] = {"error": "pytorch-metric-learning is not installed"}
-                    elif b * k > PML_MAX_PAIRS:
-                        results["pml"] = {"error": f"skipped: {b * k} pairs > {PML_MAX_PAIRS}"}
-                    else:
-                        results["pml"] = common.measure(fwd_bwd(pml, *case, mode), device, min_run_time)
+                    results["pml"] = common.peer_result(
+                        pml_case(memory, memory_labels), lambda pml: fwd_bwd(pml, *case, mode), b * k,
+                        PML_MAX_PAIRS, device, min_run_time)
                 records.append({"mode": mode, "B": b, "K": k, "D": d, "results": results})
-                row = {"mode": mode, "B": b, "D": d}
-                row.update(common.time_columns(results))
-                row.update(common.versus_naive_columns(results))
-                rows.append(row)
+                rows.append(common.fused_loss_row(mode, b, d, results))
                 print(f"{mode} B={b} D={d}: done", file=sys.stderr)
     out = args.out or common.default_out("supervised_info_nce" + ("-smoke" if args.smoke else ""), device)
     payload = {

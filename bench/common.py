@@ -212,6 +212,22 @@ def gemm_floor(q, keys, keys_grad):
     return gemms
 
 
+def peer_result(peer, timed, pairs, max_pairs, device, min_run_time, size_note=""):
+    """The optional pytorch-metric-learning peer's result: an error entry when it is not
+    installed (peer is None) or when the case has more than max_pairs pairs for it; otherwise
+    timed(peer) measured."""
+    if peer is None:
+        return {"error": "pytorch-metric-learning is not installed"}
+    if pairs > max_pairs:
+        return {"error": f"skipped: {pairs} pairs > {max_pairs}{size_note}"}
+    return measure(timed(peer), device, min_run_time)
+
+
+def fused_loss_row(mode, b, d, results):
+    """A fused contrastive loss's table row: the case, its times and its versus-naive columns."""
+    return {"mode": mode, "B": b, "D": d, **time_columns(results), **versus_naive_columns(results)}
+
+
 def versus_naive_columns(results):
     """The comparison columns of a fused loss's table row from results with "ours", "naive",
     "compiled_naive" and "floor": peak MiB, time ratios to ours (interleaved rounds), peak memory
